@@ -1,0 +1,151 @@
+"""Plan the stages a run needs, key them by content, and run the ones not yet done.
+
+A stage's key hashes its own config section, the core sections it ``uses``, the keys of the stages it
+``needs`` and the harness version: change eta and only the stages downstream of eta get new keys.
+"""
+
+from __future__ import annotations
+
+import fcntl
+import hashlib
+import json
+import os
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
+from datetime import datetime, timezone
+from pathlib import Path
+
+from tqdm.auto import tqdm
+
+from harness import __version__
+from harness.config import RunConfig, to_plain
+from harness.method import Method, StageContext
+from harness.registry import Registry
+from harness.store import RunStore, write_json
+from profiling import measure
+
+
+class PipelineError(RuntimeError):
+    """The requested stages cannot be planned or run (cycle, missing plugin, locked run...)."""
+
+
+@dataclass
+class PlannedStage:
+    name: str
+    method: Method
+    key: str
+    fingerprint: dict
+
+    @property
+    def folder_name(self) -> str:
+        return f"{self.name}-{self.key}"
+
+
+def stage_order(requested: list[str], registry: Registry) -> list[str]:
+    """The requested stages and everything they need, dependencies first."""
+    order: list[str] = []
+    visiting: list[str] = []
+
+    def visit(name: str) -> None:
+        if name in order:
+            return
+        if name in visiting:
+            raise PipelineError(f"stages need each other in a cycle: {' -> '.join([*visiting, name])}")
+        visiting.append(name)
+        for need in registry.get(name).needs:
+            visit(need)
+        visiting.pop()
+        order.append(name)
+
+    for name in requested:
+        visit(name)
+    return order
+
+
+def plan(requested: list[str], run_config: RunConfig, registry: Registry) -> list[PlannedStage]:
+    planned: dict[str, PlannedStage] = {}
+    for name in stage_order(requested, registry):
+        cls = registry.get(name)
+        fingerprint = {
+            "stage": name,
+            "harness": __version__,
+            "config": to_plain(run_config.sections[name]),
+            "uses": {section: to_plain(run_config.section(section)) for section in cls.uses},
+            "inputs": {need: planned[need].key for need in cls.needs},
+        }
+        key = hashlib.sha256(json.dumps(fingerprint, sort_keys=True).encode()).hexdigest()[:12]
+        planned[name] = PlannedStage(name=name, method=cls(), key=key, fingerprint=fingerprint)
+    return list(planned.values())
+
+
+def pick_device(requested: str) -> str:
+    import torch
+
+    if requested == "cuda" and not torch.cuda.is_available():
+        raise PipelineError("device is 'cuda' but torch sees no CUDA device; use --set device=cpu or auto")
+    if requested == "auto":
+        return "cuda" if torch.cuda.is_available() else "cpu"
+    return requested
+
+
+@contextmanager
+def run_lock(store: RunStore) -> Iterator[None]:
+    """One ``harness run`` per run folder at a time; the OS drops the lock if the process is killed."""
+    store.root.mkdir(parents=True, exist_ok=True)
+    with open(store.root / ".lock", "w") as fh:
+        try:
+            fcntl.flock(fh, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            raise PipelineError(f"another harness process is running in {store.root}") from None
+        fh.write(str(os.getpid()))
+        fh.flush()
+        yield
+
+
+def now() -> str:
+    return datetime.now(timezone.utc).isoformat(timespec="seconds")
+
+
+def run_stages(
+    stages: list[PlannedStage],
+    run_config: RunConfig,
+    store: RunStore,
+    device: str,
+    on_stage_done: Callable[[str, dict], None] = lambda name, record: None,
+) -> dict[str, dict]:
+    """Run every stage whose DONE is missing; return a record per stage (status, key, timings)."""
+    records: dict[str, dict] = {}
+    bar = tqdm(stages, desc="stages", unit="stage", dynamic_ncols=True)
+    for stage in bar:
+        bar.set_postfix_str(stage.name)
+        folder = store.stage_dir(stage.name, stage.key)
+        record = {"key": stage.key, "dir": str(folder.relative_to(store.root))}
+        if store.is_done(stage.name, stage.key):
+            profile = json.loads((folder / "profile.json").read_text())
+            record.update(status="reused", wall_s=profile.get("wall_s"), finished=profile.get("finished"))
+        else:
+            resumed = folder.exists()
+            folder.mkdir(parents=True, exist_ok=True)
+            write_json(folder / "fingerprint.json", stage.fingerprint)
+            ctx = StageContext(
+                name=stage.name,
+                key=stage.key,
+                dir=folder,
+                config=run_config.sections[stage.name],
+                run=run_config,
+                inputs={need: store.stage_dir(need, records[need]["key"]) for need in type(stage.method).needs},
+                device=device,
+                resumed=resumed,
+            )
+            started = now()
+            with measure() as profile:
+                stats = stage.method.run(ctx) or {}
+            profile.update(started=started, finished=now(), resumed=resumed, device=device)
+            write_json(folder / "stats.json", stats)
+            write_json(folder / "profile.json", profile)
+            store.mark_done(stage.name, stage.key)  # last: a stage without DONE runs again
+            record.update(status="resumed" if resumed else "ran", wall_s=profile["wall_s"], finished=profile["finished"])
+        records[stage.name] = record
+        on_stage_done(stage.name, record)
+    return records
