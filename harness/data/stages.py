@@ -26,7 +26,12 @@ class DataStage(Method):
         )
         count = write_jsonl(records_file(ctx.dir, self.name), tqdm(records, desc=f"write {self.name}", unit="rec"))
         categories = Counter(record.get("category", "uncategorized") for record in records)
-        return {"records": count, "source": source.path, "categories": dict(sorted(categories.items()))}
+        return {
+            "records": count,
+            "source": source.path,
+            "left_out": records.skipped,  # reason -> count, e.g. HH-RLHF pairs whose transcripts are identical
+            "categories": dict(sorted(categories.items())),
+        }
 
 
 def records_file(stage_dir: Path, name: str) -> Path:
