@@ -72,7 +72,7 @@ def command_run(args: argparse.Namespace) -> int:
     outcome = execute(requested, args.profile, args.run_dir, args.overrides)
     print()
     for name, record in outcome.stages.items():
-        print(f"  {name:<16} {record['status']:<8} {record['dir']}  ({_seconds(record.get('wall_s'))})")
+        print(f"  {name:<24} {record['status']:<8} {record['dir']}  ({_seconds(record.get('wall_s'))})")
     print(f"results: {outcome.store.results_path}")
     print(f"manifest: {outcome.store.manifest_path}   config: {outcome.store.config_path}")
     return 0

@@ -43,11 +43,13 @@ class SourceConfig:
 
 @dataclass
 class DataConfig:
-    """The three kinds of records a run reads: demonstrations (SFT), preference pairs, held-out prompts."""
+    """What a run reads: demonstrations (SFT), preference pairs (reward model, DPO), the prompts the SFT
+    policy is sampled on (RS, RS-DPO), and held-out prompts for evaluation."""
 
     demonstrations: SourceConfig = field(default_factory=SourceConfig)
     preferences: SourceConfig = field(default_factory=SourceConfig)
-    prompts: SourceConfig = field(default_factory=SourceConfig)
+    prompts: SourceConfig = field(default_factory=lambda: SourceConfig(path="seed:preferences"))
+    heldout_prompts: SourceConfig = field(default_factory=SourceConfig)
 
 
 @dataclass
@@ -84,6 +86,10 @@ class CoreConfig:
     )
     model: ModelConfig = field(default_factory=ModelConfig)
     data: DataConfig = field(default_factory=DataConfig)
+    evaluate: list[str] = field(
+        default_factory=lambda: ["heldout_reward"],
+        metadata={"help": "evaluation stages run on every policy of the run (e.g. heldout_reward)"},
+    )
 
 
 @dataclass

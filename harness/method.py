@@ -57,6 +57,8 @@ class Method:
     needs: ClassVar[tuple[str, ...]] = ()
     uses: ClassVar[tuple[str, ...]] = ()  # dotted core sections, e.g. ("model", "data.demonstrations")
     produces: ClassVar[str] = "policy"  # "policy" stages are rows of the results table
+    # An evaluation runs once per policy of the run, as "<name>@<policy>", reading it as input "policy".
+    evaluates_policies: ClassVar[bool] = False
 
     def run(self, ctx: StageContext) -> dict:
         raise NotImplementedError

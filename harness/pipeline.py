@@ -32,8 +32,10 @@ class PipelineError(RuntimeError):
 
 @dataclass
 class PlannedStage:
-    name: str
+    name: str  # unique in a run: the plugin name, or "<evaluation>@<policy>"
+    section: str  # the plugin name: its config section
     method: Method
+    inputs: dict[str, str]  # input name the stage reads -> planned stage that provides it
     key: str
     fingerprint: dict
 
@@ -64,18 +66,34 @@ def stage_order(requested: list[str], registry: Registry) -> list[str]:
 
 
 def plan(requested: list[str], run_config: RunConfig, registry: Registry) -> list[PlannedStage]:
+    """The requested stages with their dependencies, then each configured evaluation once per policy."""
     planned: dict[str, PlannedStage] = {}
-    for name in stage_order(requested, registry):
-        cls = registry.get(name)
+
+    def add(name: str, section: str, inputs: dict[str, str]) -> None:
         fingerprint = {
-            "stage": name,
+            "stage": section,
             "harness": __version__,
-            "config": to_plain(run_config.sections[name]),
-            "uses": {section: to_plain(run_config.section(section)) for section in cls.uses},
-            "inputs": {need: planned[need].key for need in cls.needs},
+            "config": to_plain(run_config.sections[section]),
+            "uses": {used: to_plain(run_config.section(used)) for used in registry.get(section).uses},
+            "inputs": {alias: planned[source].key for alias, source in inputs.items()},
         }
         key = hashlib.sha256(json.dumps(fingerprint, sort_keys=True).encode()).hexdigest()[:12]
-        planned[name] = PlannedStage(name=name, method=cls(), key=key, fingerprint=fingerprint)
+        planned[name] = PlannedStage(name, section, registry.get(section)(), inputs, key, fingerprint)
+
+    def add_with_needs(names: list[str]) -> None:
+        for name in stage_order(names, registry):
+            if name not in planned:
+                add(name, name, {need: need for need in registry.get(name).needs})
+
+    add_with_needs(requested)
+    policies = [name for name, stage in planned.items() if stage.method.produces == "policy"]
+    for evaluation in run_config.core.evaluate:
+        cls = registry.get(evaluation)
+        if not cls.evaluates_policies:
+            raise PipelineError(f"'{evaluation}' in evaluate is not an evaluation of policies")
+        add_with_needs(list(cls.needs))
+        for policy in policies:
+            add(f"{evaluation}@{policy}", evaluation, {**{n: n for n in cls.needs}, "policy": policy})
     return list(planned.values())
 
 
@@ -132,9 +150,9 @@ def run_stages(
                 name=stage.name,
                 key=stage.key,
                 dir=folder,
-                config=run_config.sections[stage.name],
+                config=run_config.sections[stage.section],
                 run=run_config,
-                inputs={need: store.stage_dir(need, records[need]["key"]) for need in type(stage.method).needs},
+                inputs={alias: store.stage_dir(source, records[source]["key"]) for alias, source in stage.inputs.items()},
                 device=device,
                 resumed=resumed,
             )

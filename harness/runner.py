@@ -6,10 +6,11 @@ import json
 from dataclasses import dataclass
 from pathlib import Path
 
-from harness.config import DEFAULT_PROFILE, RunConfig, read_profile, resolve_config, to_plain
+from harness.config import DEFAULT_PROFILE, RunConfig, resolve_config, to_plain
 from harness.pipeline import PipelineError, now, pick_device, plan, run_lock, run_stages, stage_order
 from harness.provenance import environment
-from harness.registry import PluginLoadError, Registry, UnknownPlugin, methods
+from harness.registry import PluginLoadError, Registry, methods
+from harness.statistics import paired_difference
 from harness.store import RunStore, write_json, write_yaml
 
 
@@ -28,25 +29,22 @@ def check_available(requested: list[str], registry: Registry = methods) -> None:
         )
 
 
-def plugin_config_classes(registry: Registry, required: list[str], raw_sections: list[str]) -> dict[str, type]:
-    """Config dataclasses of the plugins a run touches: its stages and any section the profile sets."""
+def plugin_config_classes(registry: Registry, required: list[str]) -> dict[str, type]:
+    """Config dataclasses of every installed plugin; one that fails to load only matters when required."""
     classes = {}
-    for name in dict.fromkeys([*required, *raw_sections]):
+    for name in registry.names():
         try:
             classes[name] = registry.get(name).config_class
-        except (UnknownPlugin, PluginLoadError):
+        except PluginLoadError:
             if name in required:
                 raise
-            # not a plugin: resolve_config reports it as an unknown key with the closest valid one
     return classes
 
 
 def resolve_run_config(
     requested: list[str], profile: str = DEFAULT_PROFILE, overrides: list[str] = (), registry: Registry = methods
 ) -> RunConfig:
-    order = stage_order(requested, registry)
-    raw_sections = [key.partition("=")[0].split(".")[0] for key in overrides] + list(read_profile(profile))
-    return resolve_config(profile, list(overrides), plugin_config_classes(registry, order, raw_sections))
+    return resolve_config(profile, list(overrides), plugin_config_classes(registry, stage_order(requested, registry)))
 
 
 def execute(
@@ -82,12 +80,15 @@ def execute(
             write_json(store.manifest_path, manifest)
 
         records = run_stages(stages, run_config, store, device, on_stage_done=record)
-        write_json(store.results_path, build_results(store, run_config, records, manifest, registry))
+        write_json(store.results_path, build_results(store, run_config, stages, records, manifest))
     return RunOutcome(store=store, stages=records)
 
 
-def build_results(store: RunStore, run_config: RunConfig, records: dict, manifest: dict, registry: Registry) -> dict:
-    """Every stage's stats, with the policies (result rows) listed per method and how they were made."""
+BASELINES = ("sft", "rsdpo")  # paired differences are reported against these rows when present
+
+
+def build_results(store: RunStore, run_config: RunConfig, stages: list, records: dict, manifest: dict) -> dict:
+    """Every stage's stats; per method its policy and evaluations; paired differences between methods."""
     env = manifest["harness_environment"]
     results = {
         "run": manifest["run"],
@@ -102,9 +103,11 @@ def build_results(store: RunStore, run_config: RunConfig, records: dict, manifes
             "config": "config.yaml",
         },
         "methods": {},
+        "comparisons": {},
         "stages": {},
     }
-    for name, record in records.items():
+    for stage in stages:
+        record = records[stage.name]
         folder = store.root / record["dir"]
         entry = {
             "key": record["key"],
@@ -112,7 +115,31 @@ def build_results(store: RunStore, run_config: RunConfig, records: dict, manifes
             "stats": json.loads((folder / "stats.json").read_text()),
             "profile": json.loads((folder / "profile.json").read_text()),
         }
-        results["stages"][name] = entry
-        if registry.get(name).produces == "policy":
-            results["methods"][name] = {**entry, "policy": f"{record['dir']}/policy"}
+        results["stages"][stage.name] = entry
+        if stage.method.produces == "policy":
+            results["methods"][stage.name] = {**entry, "policy": f"{record['dir']}/policy", "evaluations": {}}
+        elif stage.method.evaluates_policies:
+            policy = stage.inputs["policy"]
+            results["methods"][policy]["evaluations"][stage.section] = entry["stats"]
+    results["comparisons"] = paired_comparisons(store, stages, records, run_config.core.seed)
     return results
+
+
+def paired_comparisons(store: RunStore, stages: list, records: dict, seed: int) -> dict:
+    """For each evaluation with per-prompt scores: every method minus each baseline, on shared prompts."""
+    scores: dict[str, dict[str, dict]] = {}
+    for stage in stages:
+        per_prompt = getattr(stage.method, "per_prompt_scores", None)
+        if stage.method.evaluates_policies and per_prompt is not None:
+            folder = store.root / records[stage.name]["dir"]
+            scores.setdefault(stage.section, {})[stage.inputs["policy"]] = per_prompt(folder)
+    comparisons: dict[str, dict] = {}
+    for evaluation, by_policy in scores.items():
+        for baseline in (b for b in BASELINES if b in by_policy):
+            for policy, values in by_policy.items():
+                reverse = f"{baseline} - {policy}"
+                if policy != baseline and reverse not in comparisons.get(evaluation, {}):
+                    comparisons.setdefault(evaluation, {})[f"{policy} - {baseline}"] = paired_difference(
+                        values, by_policy[baseline], seed=seed
+                    )
+    return comparisons

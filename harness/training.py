@@ -117,11 +117,12 @@ def train_and_summarize(trainer, ctx: StageContext) -> dict:
     return stats
 
 
-def save_trained_policy(trainer, tokenizer, ctx: StageContext) -> Path:
-    """Save the trained policy as a plain HF folder (LoRA adapters merged), then drop the checkpoints."""
+def save_trained_model(trainer, tokenizer, ctx: StageContext, folder: Path | None = None) -> Path:
+    """Save the trained model as a plain HF folder (LoRA adapters merged), then drop the checkpoints."""
+    folder = folder or ctx.policy_dir
     model = trainer.model
     if hasattr(model, "merge_and_unload"):
         model = model.merge_and_unload()
-    save_pretrained(model, tokenizer, ctx.policy_dir)
+    save_pretrained(model, tokenizer, folder)
     shutil.rmtree(ctx.dir / CHECKPOINTS, ignore_errors=True)
-    return ctx.policy_dir
+    return folder

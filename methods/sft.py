@@ -8,7 +8,7 @@ from dataclasses import dataclass, field
 from harness.data.stages import read_stage_records
 from harness.method import Method, StageContext
 from harness.models import load_causal_lm, load_tokenizer, model_path
-from harness.training import TrainingConfig, peft_config, save_trained_policy, train_and_summarize, trl_args
+from harness.training import TrainingConfig, peft_config, save_trained_model, train_and_summarize, trl_args
 
 
 @dataclass
@@ -19,6 +19,26 @@ class SFTConfig(TrainingConfig):
     packing: bool = field(default=False, metadata={"help": "pack several records into one sequence"})
 
 
+def fine_tune(ctx: StageContext, start_from: str, conversations: list[list[dict]], cfg: SFTConfig) -> dict:
+    """SFT of ``start_from`` on conversations (the last message is the reply to learn); saves ctx.policy_dir."""
+    import trl
+    from datasets import Dataset
+
+    tokenizer = load_tokenizer(start_from, ctx.run.core.model)
+    dataset = Dataset.from_list([{"prompt": c[:-1], "completion": c[-1:]} for c in conversations])
+    trainer = trl.SFTTrainer(
+        model=load_causal_lm(start_from, ctx.run.core.model, ctx.device),
+        args=trl_args(trl.SFTConfig, ctx, cfg, max_length=cfg.max_length, packing=cfg.packing,
+                      completion_only_loss=True),
+        train_dataset=dataset,
+        processing_class=tokenizer,
+        peft_config=peft_config(cfg),
+    )
+    stats = train_and_summarize(trainer, ctx)
+    save_trained_model(trainer, tokenizer, ctx)
+    return {"start_from": start_from, "train_records": len(dataset), **stats}
+
+
 class SFT(Method):
     name = "sft"
     description = "supervised fine-tuning on demonstrations (TRL SFTTrainer); the SFT policy row"
@@ -27,25 +47,5 @@ class SFT(Method):
     uses = ("model", "seed")
 
     def run(self, ctx: StageContext) -> dict:
-        import trl
-        from datasets import Dataset
-
-        cfg: SFTConfig = ctx.config
-        base = model_path(ctx.run.core.model)
-        tokenizer = load_tokenizer(base, ctx.run.core.model)
         demonstrations = read_stage_records(ctx.input("demonstrations"), "demonstrations")
-        dataset = Dataset.from_list(
-            [{"prompt": d["messages"][:-1], "completion": d["messages"][-1:]} for d in demonstrations]
-        )
-        trainer = trl.SFTTrainer(
-            model=load_causal_lm(base, ctx.run.core.model, ctx.device),
-            args=trl_args(
-                trl.SFTConfig, ctx, cfg, max_length=cfg.max_length, packing=cfg.packing, completion_only_loss=True
-            ),
-            train_dataset=dataset,
-            processing_class=tokenizer,
-            peft_config=peft_config(cfg),
-        )
-        stats = train_and_summarize(trainer, ctx)
-        save_trained_policy(trainer, tokenizer, ctx)
-        return {"base_model": base, "train_records": len(dataset), **stats}
+        return fine_tune(ctx, model_path(ctx.run.core.model), [d["messages"] for d in demonstrations], ctx.config)

@@ -120,21 +120,27 @@ def detect_format(row: Any) -> str:
 
 
 def _locate(kind: str, path: str | Path, split: str, subset: str | None) -> tuple[list[Row], Origin]:
-    if str(path) == "seed":
-        return _read_seed(kind)
+    if str(path) == "seed" or str(path).startswith("seed:"):
+        return _read_seed(str(path).partition(":")[2] or kind)
     local = Path(path)
     if local.exists() or not _looks_like_hub_id(path):
         return read_rows(local), Origin.of_file(local)
     return _hub_rows(str(path), subset, split), Origin.of_hub(str(path), subset, split)
 
 
-def _read_seed(kind: str) -> tuple[list[Row], Origin]:
-    with resources.as_file(_seed_file(kind)) as path:
+def _read_seed(name: str) -> tuple[list[Row], Origin]:
+    """``name`` is a record kind (its own seed file) or a seed file's stem: ``seed:preferences`` gives the
+    prompts of the seed pairs when prompts are asked for."""
+    with resources.as_file(_seed_file(name)) as path:
         return read_rows(path), Origin.of_file(path)
 
 
-def _seed_file(kind: str):
-    return resources.files("harness.data") / "seed" / SEED_FILES[kind]
+def _seed_file(name: str):
+    file = SEED_FILES.get(name) or f"{name}.jsonl"
+    if file not in SEED_FILES.values():
+        raise DataError(f"seed:{name}", None, None, f"no such seed file; available: seed, "
+                        + ", ".join(f"seed:{f.removesuffix('.jsonl')}" for f in SEED_FILES.values()))
+    return resources.files("harness.data") / "seed" / file
 
 
 def _looks_like_hub_id(path: str | Path) -> bool:

@@ -59,6 +59,13 @@ class Preferences(DataStage):
 
 class Prompts(DataStage):
     name = "prompts"
-    description = "held-out prompts (sampling, evaluation), validated into prompts.jsonl"
+    description = "prompts the SFT policy is sampled on (rs, rsdpo), validated into prompts.jsonl"
     record_kind = "prompt"
     uses = ("data.prompts",)
+
+
+class HeldoutPrompts(DataStage):
+    name = "heldout_prompts"
+    description = "held-out prompts for evaluation, validated into heldout_prompts.jsonl"
+    record_kind = "prompt"
+    uses = ("data.heldout_prompts",)

@@ -1,0 +1,115 @@
+"""The reward model: a sequence classifier trained on human preference pairs (TRL RewardTrainer,
+Bradley-Terry loss), or an existing one taken as is. Either way its accuracy on held-out pairs is measured."""
+
+from __future__ import annotations
+
+import json
+import random
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from tqdm.auto import tqdm
+
+from harness.data.stages import read_stage_records
+from harness.method import Method, StageContext
+from harness.models import load_tokenizer, model_path, torch_dtype
+from harness.reward import RewardScorer
+from harness.store import write_jsonl
+from harness.training import TrainingConfig, peft_config, save_trained_model, train_and_summarize, trl_args
+
+REWARD_MODEL_DIR = "reward_model"
+
+
+@dataclass
+class RewardModelConfig(TrainingConfig):
+    """Reward-model settings. Defaults: one epoch at lr 1e-5, as in InstructGPT-style reward modelling."""
+
+    learning_rate: float = field(default=1e-5, metadata={"help": "peak learning rate (AdamW)"})
+    pretrained: str | None = field(
+        default=None,
+        metadata={"help": "use this reward model (hub id or folder) instead of training one; only its "
+                  "held-out accuracy is measured"},
+    )
+    heldout_fraction: float = field(default=0.1, metadata={"help": "share of the pairs kept out of training"})
+    score_batch_size: int = field(default=8, metadata={"help": "sequences per forward pass when scoring"})
+
+
+def split_heldout(pairs: list[dict], fraction: float, seed: int) -> tuple[list[dict], list[dict]]:
+    """A seeded, reproducible split into (train, held-out); at least one held-out pair."""
+    order = list(range(len(pairs)))
+    random.Random(seed).shuffle(order)
+    n_heldout = max(1, round(len(pairs) * fraction))
+    heldout = sorted(order[:n_heldout])
+    train = sorted(order[n_heldout:])
+    return [pairs[i] for i in train], [pairs[i] for i in heldout]
+
+
+def reward_model_path(stage_dir: Path) -> str:
+    """The reward model a finished reward_model stage points to: its own folder, or the one taken as is."""
+    return reward_model_path_in(stage_dir, json.loads((stage_dir / "stats.json").read_text())["reward_model"])
+
+
+def reward_model_path_in(stage_dir: Path, source: str) -> str:
+    return str(stage_dir / source) if (stage_dir / source).is_dir() else source
+
+
+class RewardModel(Method):
+    name = "reward_model"
+    description = "reward model on preference pairs (TRL RewardTrainer) or an existing one; held-out accuracy"
+    config_class = RewardModelConfig
+    needs = ("preferences",)
+    uses = ("model", "seed")
+    produces = "reward_model"
+
+    def run(self, ctx: StageContext) -> dict:
+        cfg: RewardModelConfig = ctx.config
+        pairs = read_stage_records(ctx.input("preferences"), "preferences")
+        train, heldout = split_heldout(pairs, cfg.heldout_fraction, ctx.seed)
+        stats: dict = {"train_pairs": len(train), "heldout_pairs": len(heldout)}
+        if cfg.pretrained:
+            stats["reward_model"] = cfg.pretrained
+        else:
+            stats.update(self._train(ctx, cfg, train))
+            stats["reward_model"] = REWARD_MODEL_DIR  # relative: the run folder may move
+        stats.update(heldout_accuracy(ctx, cfg, reward_model_path_in(ctx.dir, stats["reward_model"]), heldout))
+        return stats
+
+    def _train(self, ctx: StageContext, cfg: RewardModelConfig, train: list[dict]) -> dict:
+        import trl
+        from datasets import Dataset
+        from transformers import AutoModelForSequenceClassification
+
+        base = model_path(ctx.run.core.model)
+        tokenizer = load_tokenizer(base, ctx.run.core.model)
+        model = AutoModelForSequenceClassification.from_pretrained(
+            base, num_labels=1, dtype=torch_dtype(ctx.run.core.model.dtype, ctx.device)
+        ).to(ctx.device)
+        model.config.pad_token_id = tokenizer.pad_token_id
+        dataset = Dataset.from_list([{k: p[k] for k in ("prompt", "chosen", "rejected")} for p in train])
+        trainer = trl.RewardTrainer(
+            model=model,
+            args=trl_args(trl.RewardConfig, ctx, cfg, max_length=cfg.max_length),
+            train_dataset=dataset,
+            processing_class=tokenizer,
+            peft_config=peft_config(cfg, task_type="SEQ_CLS"),
+        )
+        stats = train_and_summarize(trainer, ctx)
+        save_trained_model(trainer, tokenizer, ctx, ctx.dir / REWARD_MODEL_DIR)
+        return {"base_model": base, **stats}
+
+
+def heldout_accuracy(ctx: StageContext, cfg: RewardModelConfig, path: str, heldout: list[dict]) -> dict:
+    """Share of held-out pairs the reward model ranks as the humans did (ties count as wrong)."""
+    scorer = RewardScorer(path, ctx.run.core.model, ctx.device, cfg.score_batch_size)
+    with tqdm(total=2 * len(heldout), desc="score held-out pairs", unit="seq") as bar:
+        chosen = scorer.score([p["prompt"] + p["chosen"] for p in heldout], bar)
+        rejected = scorer.score([p["prompt"] + p["rejected"] for p in heldout], bar)
+    write_jsonl(
+        ctx.dir / "heldout_scores.jsonl",
+        ({"id": p["id"], "chosen_reward": c, "rejected_reward": r} for p, c, r in zip(heldout, chosen, rejected)),
+    )
+    margins = [c - r for c, r in zip(chosen, rejected)]
+    return {
+        "heldout_accuracy": sum(m > 0 for m in margins) / len(margins),
+        "heldout_mean_margin": sum(margins) / len(margins),
+    }
