@@ -32,16 +32,17 @@ class PipelineError(RuntimeError):
 
 @dataclass
 class PlannedStage:
-    name: str  # unique in a run: the plugin name, or "<evaluation>@<policy>"
+    name: str  # unique in a run: the plugin name or "<evaluation>@<policy>", "[point]" added in sweeps
     section: str  # the plugin name: its config section
     method: Method
     inputs: dict[str, str]  # input name the stage reads -> planned stage that provides it
     key: str
     fingerprint: dict
+    run_config: RunConfig
 
     @property
     def folder_name(self) -> str:
-        return f"{self.name}-{self.key}"
+        return f"{self.name.split('[')[0]}-{self.key}"  # the key alone tells sweep points apart
 
 
 def stage_order(requested: list[str], registry: Registry) -> list[str]:
@@ -78,7 +79,7 @@ def plan(requested: list[str], run_config: RunConfig, registry: Registry) -> lis
             "inputs": {alias: planned[source].key for alias, source in inputs.items()},
         }
         key = hashlib.sha256(json.dumps(fingerprint, sort_keys=True).encode()).hexdigest()[:12]
-        planned[name] = PlannedStage(name, section, registry.get(section)(), inputs, key, fingerprint)
+        planned[name] = PlannedStage(name, section, registry.get(section)(), inputs, key, fingerprint, run_config)
 
     def add_with_needs(names: list[str]) -> None:
         for name in stage_order(names, registry):
@@ -87,7 +88,7 @@ def plan(requested: list[str], run_config: RunConfig, registry: Registry) -> lis
 
     add_with_needs(requested)
     policies = [name for name, stage in planned.items() if stage.method.produces == "policy"]
-    for evaluation in run_config.core.evaluate:
+    for evaluation in run_config.core.evaluate if policies else ():
         cls = registry.get(evaluation)
         if not cls.evaluates_policies:
             raise PipelineError(f"'{evaluation}' in evaluate is not an evaluation of policies")
@@ -127,7 +128,6 @@ def now() -> str:
 
 def run_stages(
     stages: list[PlannedStage],
-    run_config: RunConfig,
     store: RunStore,
     device: str,
     on_stage_done: Callable[[str, dict], None] = lambda name, record: None,
@@ -137,9 +137,9 @@ def run_stages(
     bar = tqdm(stages, desc="stages", unit="stage", dynamic_ncols=True)
     for stage in bar:
         bar.set_postfix_str(stage.name)
-        folder = store.stage_dir(stage.name, stage.key)
+        folder = store.stage_dir(stage.folder_name)
         record = {"key": stage.key, "dir": str(folder.relative_to(store.root))}
-        if store.is_done(stage.name, stage.key):
+        if store.is_done(stage.folder_name):
             profile = json.loads((folder / "profile.json").read_text())
             record.update(status="reused", wall_s=profile.get("wall_s"), finished=profile.get("finished"))
         else:
@@ -150,9 +150,9 @@ def run_stages(
                 name=stage.name,
                 key=stage.key,
                 dir=folder,
-                config=run_config.sections[stage.section],
-                run=run_config,
-                inputs={alias: store.stage_dir(source, records[source]["key"]) for alias, source in stage.inputs.items()},
+                config=stage.run_config.sections[stage.section],
+                run=stage.run_config,
+                inputs={alias: store.root / records[source]["dir"] for alias, source in stage.inputs.items()},
                 device=device,
                 resumed=resumed,
             )
@@ -162,7 +162,7 @@ def run_stages(
             profile.update(started=started, finished=now(), resumed=resumed, device=device)
             write_json(folder / "stats.json", stats)
             write_json(folder / "profile.json", profile)
-            store.mark_done(stage.name, stage.key)  # last: a stage without DONE runs again
+            store.mark_done(stage.folder_name)  # last: a stage without DONE runs again
             record.update(status="resumed" if resumed else "ran", wall_s=profile["wall_s"], finished=profile["finished"])
         records[stage.name] = record
         on_stage_done(stage.name, record)

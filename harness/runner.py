@@ -12,6 +12,7 @@ from harness.provenance import environment
 from harness.registry import PluginLoadError, Registry, methods
 from harness.statistics import paired_difference
 from harness.store import RunStore, write_json, write_yaml
+from harness.sweep import merge_plans, sweep_points
 
 
 @dataclass
@@ -55,12 +56,21 @@ def execute(
     registry: Registry = methods,
 ) -> RunOutcome:
     check_available(requested, registry)
-    run_config = resolve_run_config(requested, profile, overrides, registry)
-    stages = plan(requested, run_config, registry)
+    points = sweep_points(list(overrides))
+    configs = [resolve_run_config(requested, profile, point.overrides, registry) for point in points]
+    stages = merge_plans(points, [plan(requested, config, registry) for config in configs])
+    run_config = configs[0]
     device = pick_device(run_config.core.device)
     store = RunStore(Path(run_dir) if run_dir else Path("runs") / profile)
+    sweep = {
+        "keys": list(points[0].values),
+        "points": [{"label": p.label, "values": p.values} for p in points],
+    } if points[0].values else None
     with run_lock(store):
-        write_yaml(store.config_path, run_config.to_dict())
+        saved = run_config.to_dict()
+        if sweep:
+            saved["sweep"] = {key: [p.values[key] for p in points] for key in sweep["keys"]}
+        write_yaml(store.config_path, saved)
         manifest = store.read_manifest()
         manifest.update(
             run=store.root.name,
@@ -71,6 +81,7 @@ def execute(
             harness_environment=environment(),
             seeds={"seed": run_config.core.seed},
             device=device,
+            sweep=sweep,
             stages={},
         )
 
@@ -79,8 +90,9 @@ def execute(
             manifest["updated"] = now()
             write_json(store.manifest_path, manifest)
 
-        records = run_stages(stages, run_config, store, device, on_stage_done=record)
-        write_json(store.results_path, build_results(store, run_config, stages, records, manifest))
+        records = run_stages(stages, store, device, on_stage_done=record)
+        results = build_results(store, run_config, stages, records, manifest)
+        write_json(store.results_path, results)
     return RunOutcome(store=store, stages=records)
 
 
@@ -103,6 +115,7 @@ def build_results(store: RunStore, run_config: RunConfig, stages: list, records:
             "config": "config.yaml",
         },
         "methods": {},
+        "sweep": manifest.get("sweep"),
         "comparisons": {},
         "stages": {},
     }

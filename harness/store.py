@@ -106,14 +106,14 @@ class RunStore:
     def results_path(self) -> Path:
         return self.root / "results.json"
 
-    def stage_dir(self, name: str, key: str) -> Path:
-        return self.root / "stages" / f"{name}-{key}"
+    def stage_dir(self, folder_name: str) -> Path:
+        return self.root / "stages" / folder_name
 
-    def is_done(self, name: str, key: str) -> bool:
-        return (self.stage_dir(name, key) / DONE).exists()
+    def is_done(self, folder_name: str) -> bool:
+        return (self.stage_dir(folder_name) / DONE).exists()
 
-    def mark_done(self, name: str, key: str) -> None:
-        atomic_write_text(self.stage_dir(name, key) / DONE, "")
+    def mark_done(self, folder_name: str) -> None:
+        atomic_write_text(self.stage_dir(folder_name) / DONE, "")
 
     def read_manifest(self) -> dict:
         if not self.manifest_path.exists():

@@ -53,8 +53,14 @@ def make_registry() -> Registry:
     return registry
 
 
+def resolve(registry: Registry, *overrides: str):
+    """A run config for the private registry (no evaluation stages: they live in the real one)."""
+    plugins = {n: registry.get(n).config_class for n in registry.names()}
+    return build_run_config("test", {"evaluate": []}, list(overrides), plugins)
+
+
 def keys(registry: Registry, *overrides: str, requested=("scaled", "unrelated")) -> dict[str, str]:
-    config = build_run_config("test", {}, list(overrides), {n: registry.get(n).config_class for n in registry.names()})
+    config = resolve(registry, *overrides)
     return {stage.name: stage.key for stage in plan(list(requested), config, registry)}
 
 
@@ -85,16 +91,16 @@ def test_cycles_are_reported_with_their_path():
 
 def test_finished_stages_are_reused_and_failed_ones_left_unfinished(tmp_path):
     registry = make_registry()
-    config = build_run_config("test", {}, [], {n: registry.get(n).config_class for n in registry.names()})
+    config = resolve(registry)
     store = RunStore(tmp_path / "run")
-    first = run_stages(plan(["scaled"], config, registry), config, store, "cpu")
+    first = run_stages(plan(["scaled"], config, registry), store, "cpu")
     assert [r["status"] for r in first.values()] == ["ran", "ran"]
     scaled_dir = store.root / first["scaled"]["dir"]
     assert (scaled_dir / "scaled.txt").read_text() == "0 2 4"
     assert {p.name for p in scaled_dir.iterdir()} >= {"DONE", "stats.json", "profile.json", "fingerprint.json"}
     mtime = (scaled_dir / "scaled.txt").stat().st_mtime_ns
 
-    again = run_stages(plan(["scaled"], config, registry), config, store, "cpu")
+    again = run_stages(plan(["scaled"], config, registry), store, "cpu")
     assert [r["status"] for r in again.values()] == ["reused", "reused"]
     assert (scaled_dir / "scaled.txt").stat().st_mtime_ns == mtime
 
@@ -102,9 +108,30 @@ def test_finished_stages_are_reused_and_failed_ones_left_unfinished(tmp_path):
         raise RuntimeError("stage failed")
 
     registry.get("scaled").run = explode
-    changed = build_run_config("test", {}, ["scaled.factor=5"], {n: registry.get(n).config_class for n in registry.names()})
+    changed = resolve(registry, "scaled.factor=5")
     stages = plan(["scaled"], changed, registry)
     with pytest.raises(RuntimeError, match="stage failed"):
-        run_stages(stages, changed, store, "cpu")
-    assert not store.is_done("scaled", stages[1].key)
-    assert store.is_done("numbers", stages[0].key)
+        run_stages(stages, store, "cpu")
+    assert not store.is_done(stages[1].folder_name)
+    assert store.is_done(stages[0].folder_name)
+
+
+def test_evaluations_run_once_per_policy_and_follow_their_policy():
+    registry = make_registry()
+
+    @registry.register()
+    class Score(Method):
+        name = "score"
+        needs = ("numbers",)
+        produces = "evaluation"
+        evaluates_policies = True
+
+    plugins = {n: registry.get(n).config_class for n in registry.names()}
+    config = build_run_config("test", {"evaluate": ["score"]}, [], plugins)
+    stages = {s.name: s for s in plan(["scaled"], config, registry)}
+    assert list(stages) == ["numbers", "scaled", "score@scaled"]  # numbers is data, not a policy
+    assert stages["score@scaled"].inputs == {"numbers": "numbers", "policy": "scaled"}
+    changed = {s.name: s for s in plan(["scaled"], build_run_config("test", {"evaluate": ["score"]},
+                                                                  ["scaled.factor=9"], plugins), registry)}
+    assert changed["score@scaled"].key != stages["score@scaled"].key
+    assert changed["numbers"].key == stages["numbers"].key

@@ -51,7 +51,10 @@ def test_the_run_folder_is_laid_out_as_designed(smoke_run):
     assert env["versions"]["torch"] and env["versions"]["trl"] and env["versions"]["rsdpo-harness"]
     assert env["hardware"]["cpu_count"] >= 1 and "git" in env
     assert manifest["seeds"] == {"seed": 0}
-    assert list(manifest["stages"]) == ["demonstrations", "sft"]
+    # sft, then the default evaluation of every policy: held-out reward (it needs a reward model).
+    assert list(manifest["stages"]) == [
+        "demonstrations", "sft", "heldout_prompts", "preferences", "reward_model", "heldout_reward@sft"
+    ]
 
     for name, record in manifest["stages"].items():
         folder = smoke_run / record["dir"]
@@ -70,6 +73,7 @@ def test_the_run_folder_is_laid_out_as_designed(smoke_run):
 
     results = json.loads((smoke_run / "results.json").read_text())
     assert results["methods"]["sft"]["stats"] == stats
+    assert results["methods"]["sft"]["evaluations"]["heldout_reward"]["reward"]["n"] == 8
     assert results["methods"]["sft"]["policy"] == f"{manifest['stages']['sft']['dir']}/policy"
     assert results["produced_by"]["model"]["source"] == "tiny-random-llama"
     assert results["produced_by"]["seed"] == 0 and results["produced_by"]["versions"]["trl"]
@@ -86,9 +90,10 @@ def test_a_changed_setting_reruns_only_what_depends_on_it(smoke_run):
     before = stage_records(smoke_run)
     harness(*SFT, "--run-dir", str(smoke_run), "--set", "sft.learning_rate=5e-4", cwd=smoke_run.parent)
     after = stage_records(smoke_run)
-    assert after["demonstrations"]["status"] == "reused"
-    assert after["demonstrations"]["key"] == before["demonstrations"]["key"]
-    assert after["sft"]["status"] == "ran" and after["sft"]["key"] != before["sft"]["key"]
+    for unchanged in ("demonstrations", "heldout_prompts", "preferences", "reward_model"):
+        assert after[unchanged]["status"] == "reused" and after[unchanged]["key"] == before[unchanged]["key"]
+    for downstream in ("sft", "heldout_reward@sft"):
+        assert after[downstream]["status"] == "ran" and after[downstream]["key"] != before[downstream]["key"]
     assert yaml.safe_load((smoke_run / "config.yaml").read_text())["sft"]["learning_rate"] == 5e-4
 
 
@@ -140,11 +145,11 @@ def test_a_third_party_plugin_runs_as_a_stage(tmp_path):
 
 
 def test_methods_not_available_yet_are_named_before_any_work(tmp_path):
-    result = harness("run", "--methods", "rs,ppo,sft,dpo,rsdpo", "--run-dir", str(tmp_path / "run"),
+    result = harness("run", "--methods", "rs,ppo,sft,grpo,rsdpo", "--run-dir", str(tmp_path / "run"),
                      cwd=tmp_path, check=False)
     assert result.returncode == 1
     assert result.stderr.strip().splitlines()[-1].startswith(
-        "harness: error: not available yet: rs, ppo, dpo, rsdpo (available methods: "
+        "harness: error: not available yet: ppo, grpo (available methods: "
     )
     assert not (tmp_path / "run").exists()
 
