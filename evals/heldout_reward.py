@@ -41,7 +41,7 @@ class HeldoutReward(Method):
         cfg: HeldoutRewardConfig = ctx.config
         prompts = read_stage_records(ctx.input("heldout_prompts"), "heldout_prompts")
         engine = HFEngine(str(ctx.input("policy") / POLICY_DIR), ctx.run.core.model, ctx.device)
-        groups = engine.generate([p["prompt"] for p in prompts], cfg.n, cfg, ctx.seed)
+        groups = engine.generate([p["prompt"] for p in prompts], cfg.n, cfg, ctx.seed, desc="held-out samples")
         del engine  # free the policy before loading the reward model
         rows = [
             {"prompt_id": p["id"], "sample_id": i, "prompt": p["prompt"], "text": c.text,

@@ -9,6 +9,8 @@ from __future__ import annotations
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 
+from tqdm.auto import tqdm
+
 from harness.config import ModelConfig
 from harness.models import load_causal_lm, load_tokenizer
 
@@ -69,8 +71,11 @@ class HFEngine:
             completions = [self._completion(row) for row in new_tokens]
             yield number, [completions[i * n:(i + 1) * n] for i in range(len(batch))]
 
-    def generate(self, conversations: list[list[dict]], n: int, sampling: SamplingConfig, seed: int):
-        return [group for _, groups in self.generate_batches(conversations, n, sampling, seed) for group in groups]
+    def generate(self, conversations: list[list[dict]], n: int, sampling: SamplingConfig, seed: int,
+                 desc: str = "generate") -> list[list[Completion]]:
+        batches = self.generate_batches(conversations, n, sampling, seed)
+        total = (len(conversations) + sampling.batch_size - 1) // sampling.batch_size
+        return [group for _, groups in tqdm(batches, total=total, desc=desc, unit="batch") for group in groups]
 
     def _completion(self, tokens) -> Completion:
         eos = self.tokenizer.eos_token_id

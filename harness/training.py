@@ -19,8 +19,19 @@ CHECKPOINTS = "checkpoints"
 
 
 @dataclass
-class TrainingConfig:
-    """Optimisation settings shared by the trained stages."""
+class LoRASettings:
+    """Train LoRA adapters instead of all weights (peft); the saved policy has them merged."""
+
+    lora: bool = field(default=False, metadata={"help": "train LoRA adapters (peft) instead of all weights"})
+    lora_r: int = field(default=16, metadata={"help": "LoRA rank"})
+    lora_alpha: int = field(default=32, metadata={"help": "LoRA scaling numerator"})
+    lora_dropout: float = field(default=0.05, metadata={"help": "dropout on the LoRA branch"})
+    lora_target_modules: str = field(default="all-linear", metadata={"help": "peft target_modules"})
+
+
+@dataclass
+class TrainingConfig(LoRASettings):
+    """Optimisation settings shared by the stages trained with TRL trainers."""
 
     learning_rate: float = field(default=2e-5, metadata={"help": "peak learning rate (AdamW)"})
     num_train_epochs: float = field(default=1.0, metadata={"help": "passes over the training records"})
@@ -33,11 +44,6 @@ class TrainingConfig:
     )
     lr_scheduler_type: str = field(default="cosine", metadata={"help": "transformers learning-rate schedule"})
     gradient_checkpointing: bool = field(default=False, metadata={"help": "trade compute for activation memory"})
-    lora: bool = field(default=False, metadata={"help": "train LoRA adapters (peft) instead of all weights"})
-    lora_r: int = field(default=16, metadata={"help": "LoRA rank"})
-    lora_alpha: int = field(default=32, metadata={"help": "LoRA scaling numerator"})
-    lora_dropout: float = field(default=0.05, metadata={"help": "dropout on the LoRA branch"})
-    lora_target_modules: str = field(default="all-linear", metadata={"help": "peft target_modules"})
     save_steps: int = field(default=50, metadata={"help": "checkpoint every N steps, so a killed stage resumes"})
     logging_steps: int = field(default=1, metadata={"help": "log training metrics every N steps"})
 
@@ -69,7 +75,7 @@ def trl_args(config_cls: type, ctx: StageContext, cfg: TrainingConfig, **method_
     )
 
 
-def peft_config(cfg: TrainingConfig, task_type: str = "CAUSAL_LM"):
+def peft_config(cfg: LoRASettings, task_type: str = "CAUSAL_LM"):
     if not cfg.lora:
         return None
     from peft import LoraConfig

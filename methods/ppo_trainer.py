@@ -1,0 +1,221 @@
+"""PPO for language models (RLHF), one iteration read top to bottom: rollout, rewards, advantages, then
+several PPO epochs over minibatches. Follows "The N Implementation Details of RLHF with PPO" (Huang et al.)
+and TRL's former PPOv2 trainer; the math lives in ``methods.ppo_math``.
+
+Models: the policy (trainable; LoRA optional), a frozen reference (the SFT policy; with LoRA the policy
+with its adapters disabled), a value model (trainable, initialised from the reward model) and a reward
+function (the frozen reward model, or any callable in tests).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from contextlib import nullcontext
+from pathlib import Path
+
+import numpy as np
+import torch
+from tqdm.auto import tqdm
+
+from harness.store import atomic_path
+from methods.ppo_math import (
+    AdaptiveKLController,
+    FixedKLController,
+    apply_missing_eos_penalty,
+    clipped_policy_loss,
+    clipped_value_loss,
+    entropy_from_logits,
+    gae,
+    kl_penalized_rewards,
+    logprobs_from_logits,
+    masked_mean,
+    masked_whiten,
+    response_mask,
+)
+
+RewardFn = Callable[[list[list[dict]], list[str]], list[float]]  # (prompts, response texts) -> scores
+CHECKPOINT = "ppo_state.pt"
+
+
+def position_ids(attention_mask: torch.Tensor) -> torch.Tensor:
+    # Prompts are left-padded: positions must count real tokens only, as generate() did.
+    return (attention_mask.cumsum(1) - 1).clamp(min=0)
+
+
+def response_logits(model, input_ids, attention_mask, context_length: int) -> torch.Tensor:
+    """Logits that predict each response token (the last prompt position predicts the first one)."""
+    # Only the positions that predict response tokens go through the LM head: with a 49k vocabulary the
+    # head costs more than the rest of a small model.
+    keep = input_ids.shape[1] - context_length + 1
+    out = model(input_ids=input_ids, attention_mask=attention_mask, position_ids=position_ids(attention_mask),
+                logits_to_keep=keep)
+    return out.logits[:, :-1]
+
+
+def response_values(value_model, input_ids, attention_mask, context_length: int) -> torch.Tensor:
+    """V(state before each response token): the value head on every position, not only the last."""
+    backbone = getattr(value_model, value_model.base_model_prefix)
+    hidden = backbone(input_ids=input_ids, attention_mask=attention_mask,
+                      position_ids=position_ids(attention_mask)).last_hidden_state
+    return value_model.score(hidden).squeeze(-1)[:, context_length - 1:-1].float()
+
+
+class PPOTrainer:
+    def __init__(self, cfg, policy, ref_policy, value_model, tokenizer, reward_fn: RewardFn,
+                 prompts: list[list[dict]], device: str, seed: int, checkpoint_dir: Path):
+        self.cfg, self.policy, self.ref_policy, self.value_model = cfg, policy, ref_policy, value_model
+        self.tokenizer, self.reward_fn, self.prompts, self.device, self.seed = tokenizer, reward_fn, prompts, device, seed
+        self.checkpoint_dir = Path(checkpoint_dir)
+        params = [p for p in policy.parameters() if p.requires_grad] + list(value_model.parameters())
+        self.optimizer = torch.optim.AdamW(params, lr=cfg.learning_rate, eps=1e-5)  # PPOv2's eps
+        self.kl_ctl = (AdaptiveKLController(cfg.kl_coef, cfg.kl_target, cfg.kl_horizon) if cfg.adaptive_kl
+                       else FixedKLController(cfg.kl_coef))
+        self.log: list[dict] = []
+        self.start_step = 0
+        self.resumed_from: int | None = None
+        tokenizer.padding_side = "left"
+
+    # ---------------------------------------------------------------------------------------- the loop
+
+    def train(self) -> list[dict]:
+        self._load_checkpoint()
+        bar = tqdm(range(self.start_step, self.cfg.steps), initial=self.start_step, total=self.cfg.steps,
+                   desc="ppo", unit="step")
+        for step in bar:
+            batch = self._rollout(self._prompt_batch(step))
+            stats = self._ppo_epochs(batch)
+            stats.update(step=step + 1, **batch["stats"])
+            self.kl_ctl.update(batch["stats"]["objective/kl"], len(batch["queries"]))
+            self.log.append(stats)
+            bar.set_postfix(score=f"{stats['objective/scores']:.3f}", kl=f"{stats['objective/kl']:.3f}")
+            if (step + 1) % self.cfg.save_steps == 0 or step + 1 == self.cfg.steps:
+                self._save_checkpoint(step + 1)
+        return self.log
+
+    def _prompt_batch(self, step: int) -> list[list[dict]]:
+        # A seeded permutation per pass over the prompts: the same batches after a resume.
+        size = self.cfg.rollout_batch_size
+        per_pass = max(1, len(self.prompts) // size)
+        order = np.random.default_rng(self.seed + step // per_pass).permutation(len(self.prompts))
+        start = (step % per_pass) * size
+        return [self.prompts[i] for i in np.resize(order, start + size)[start:start + size]]
+
+    # ------------------------------------------------------------------------- 1. rollout and rewards
+
+    @torch.no_grad()
+    def _rollout(self, prompts: list[list[dict]]) -> dict:
+        cfg, tok = self.cfg, self.tokenizer
+        texts = [tok.apply_chat_template(p, tokenize=False, add_generation_prompt=True) for p in prompts]
+        query = tok(texts, return_tensors="pt", padding=True, add_special_tokens=False).to(self.device)
+        context_length = query["input_ids"].shape[1]
+        self.policy.eval()
+        output = self.policy.generate(
+            **query, max_new_tokens=cfg.max_new_tokens, do_sample=True, temperature=cfg.temperature,
+            top_p=cfg.top_p, pad_token_id=tok.pad_token_id,
+        )
+        responses = output[:, context_length:]
+        mask, has_eos = response_mask(responses, tok.eos_token_id, tok.pad_token_id)
+        attention = torch.cat([query["attention_mask"], mask.long()], dim=1)
+
+        logits = response_logits(self.policy, output, attention, context_length)
+        logprobs = logprobs_from_logits(logits, responses, cfg.temperature)
+        with self._reference():
+            reference = self.policy if self.ref_policy is None else self.ref_policy
+            ref_logits = response_logits(reference, output, attention, context_length)
+        ref_logprobs = logprobs_from_logits(ref_logits, responses, cfg.temperature)
+        values = response_values(self.value_model, output, attention, context_length)
+
+        response_texts = [tok.decode(r[m.bool()], skip_special_tokens=True) for r, m in zip(responses, mask)]
+        scores = torch.tensor(self.reward_fn(prompts, response_texts), dtype=torch.float32, device=self.device)
+        scores = apply_missing_eos_penalty(scores, has_eos, cfg.missing_eos_penalty)
+        rewards, kl = kl_penalized_rewards(scores, logprobs, ref_logprobs, mask, self.kl_ctl.value, cfg.kl_estimator)
+        if cfg.whiten_rewards:
+            rewards = masked_whiten(rewards, mask, shift_mean=False)
+        advantages, returns = gae(rewards, values, mask, cfg.gamma, cfg.lam)
+        advantages = masked_whiten(advantages, mask)
+        return {
+            "queries": output, "attention": attention, "context_length": context_length, "responses": responses,
+            "mask": mask, "logprobs": logprobs, "values": values, "advantages": advantages, "returns": returns,
+            "stats": {
+                "objective/scores": scores.mean().item(),
+                "objective/kl": kl.sum(1).mean().item(),  # per sequence, summed over its tokens
+                "objective/non_score_reward": (-self.kl_ctl.value * kl.sum(1)).mean().item(),
+                "objective/kl_coef": self.kl_ctl.value,
+                "val/response_length": mask.sum(1).float().mean().item(),
+                "val/has_eos": has_eos.float().mean().item(),
+            },
+        }
+
+    def _reference(self):
+        # With LoRA the reference is the policy with its adapters switched off: no second copy in memory.
+        return self.policy.disable_adapter() if self.ref_policy is None else nullcontext()
+
+    # --------------------------------------------------------------------------------- 2. PPO epochs
+
+    def _ppo_epochs(self, batch: dict) -> dict:
+        cfg = self.cfg
+        size = len(batch["queries"])
+        micro = max(1, cfg.mini_batch_size // cfg.gradient_accumulation_steps)
+        generator = torch.Generator().manual_seed(self.seed + len(self.log))
+        totals: dict[str, list[float]] = {}
+        self.policy.train()
+        self.value_model.train()
+        for _ in range(cfg.num_ppo_epochs):
+            for mini in torch.randperm(size, generator=generator).split(cfg.mini_batch_size):
+                self.optimizer.zero_grad()
+                for index in mini.split(micro):
+                    stats = self._loss_and_backward(batch, index, len(mini) / len(index))
+                    for name, value in stats.items():
+                        totals.setdefault(name, []).append(value)
+                torch.nn.utils.clip_grad_norm_(
+                    [p for group in self.optimizer.param_groups for p in group["params"]], cfg.max_grad_norm
+                )
+                self.optimizer.step()
+        return {name: float(np.mean(values)) for name, values in totals.items()}
+
+    def _loss_and_backward(self, batch: dict, index: torch.Tensor, accumulation: float) -> dict:
+        cfg = self.cfg
+        queries, attention = batch["queries"][index], batch["attention"][index]
+        mask = batch["mask"][index]
+        logits = response_logits(self.policy, queries, attention, batch["context_length"])
+        logprobs = logprobs_from_logits(logits, batch["responses"][index], cfg.temperature)
+        values = response_values(self.value_model, queries, attention, batch["context_length"])
+        pg_loss, pg_stats = clipped_policy_loss(logprobs, batch["logprobs"][index], batch["advantages"][index],
+                                                mask, cfg.cliprange)
+        vf_loss, vf_stats = clipped_value_loss(values, batch["values"][index], batch["returns"][index], mask,
+                                               cfg.cliprange_value)
+        loss = pg_loss + cfg.vf_coef * vf_loss
+        (loss / accumulation).backward()
+        with torch.no_grad():
+            entropy = masked_mean(entropy_from_logits(logits, cfg.temperature), mask)
+        return {
+            "loss/policy": pg_loss.item(), "loss/value": vf_loss.item(),
+            "policy/clipfrac": pg_stats["clipfrac"].item(), "policy/approx_kl": pg_stats["approx_kl"].item(),
+            "policy/entropy": entropy.item(), "val/clipfrac": vf_stats["vf_clipfrac"].item(),
+        }
+
+    # --------------------------------------------------------------------------------- checkpoints
+
+    def _trainable_state(self) -> dict:
+        return {
+            "policy": {n: p.detach() for n, p in self.policy.named_parameters() if p.requires_grad},
+            "value_model": self.value_model.state_dict(),
+        }
+
+    def _save_checkpoint(self, step: int) -> None:
+        state = {**self._trainable_state(), "optimizer": self.optimizer.state_dict(), "step": step,
+                 "kl_coef": self.kl_ctl.value, "log": self.log}
+        with atomic_path(self.checkpoint_dir / CHECKPOINT) as tmp:
+            torch.save(state, tmp)
+
+    def _load_checkpoint(self) -> None:
+        path = self.checkpoint_dir / CHECKPOINT
+        if not path.exists():
+            return
+        state = torch.load(path, map_location=self.device, weights_only=True)
+        self.policy.load_state_dict(state["policy"], strict=False)
+        self.value_model.load_state_dict(state["value_model"])
+        self.optimizer.load_state_dict(state["optimizer"])
+        self.kl_ctl.value = state["kl_coef"]
+        self.log = state["log"]
+        self.start_step = self.resumed_from = state["step"]

@@ -1,0 +1,73 @@
+"""PPO on the tiny random model with a programmatic reward: it must learn, with its KL kept bounded."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+from transformers import AutoModelForSequenceClassification
+
+from harness.config import ModelConfig
+from harness.models import load_causal_lm, load_tokenizer, model_path
+from methods.ppo import PPOConfig
+from methods.ppo_trainer import PPOTrainer
+
+TINY = ModelConfig(source="tiny-random-llama", dtype="float32", max_length=256)
+PROMPTS = [[{"role": "user", "content": f"Say something about topic {i}."}] for i in range(32)]
+
+
+def make_trainer(tmp_path, **overrides) -> PPOTrainer:
+    torch.manual_seed(0)
+    path = model_path(TINY)
+    tokenizer = load_tokenizer(path, TINY)
+    policy = load_causal_lm(path, TINY, "cpu")
+    reference = load_causal_lm(path, TINY, "cpu").eval().requires_grad_(False)
+    value_model = AutoModelForSequenceClassification.from_pretrained(path, num_labels=1)
+    half = len(tokenizer) // 2
+
+    def low_token_share(prompts, responses):
+        # Reward: the share of response tokens from the lower half of the vocabulary (0.5 by chance).
+        ids = [tokenizer(r, add_special_tokens=False)["input_ids"] or [half] for r in responses]
+        return [float(np.mean([i < half for i in row])) for row in ids]
+
+    cfg = PPOConfig(
+        steps=24, rollout_batch_size=16, mini_batch_size=8, num_ppo_epochs=4, learning_rate=1e-3,
+        max_new_tokens=8, temperature=1.0, missing_eos_penalty=None, save_steps=100, **overrides,
+    )
+    return PPOTrainer(cfg, policy, reference, value_model, tokenizer, low_token_share, PROMPTS, "cpu", 0,
+                      tmp_path / "checkpoints")
+
+
+def test_ppo_raises_a_programmatic_reward_with_bounded_kl(tmp_path):
+    log = make_trainer(tmp_path).train()
+    scores = [entry["objective/scores"] for entry in log]
+    first, last = np.mean(scores[:4]), np.mean(scores[-4:])
+    assert last > first + 0.15, f"PPO did not learn: mean score {first:.3f} -> {last:.3f}"
+    # Bounded: a collapsed policy would sit tens of nats from the reference (ln 49152 = 10.8 per token).
+    assert max(entry["objective/kl"] for entry in log) < 20.0  # nats per 8-token response
+    for key in ("policy/entropy", "policy/clipfrac", "loss/value", "policy/approx_kl", "val/response_length"):
+        assert np.isfinite(log[-1][key]), key
+
+
+def test_a_killed_ppo_run_resumes_from_its_checkpoint(tmp_path):
+    first = make_trainer(tmp_path, steps=4, save_steps=2)
+    first.train()
+    resumed = make_trainer(tmp_path, steps=6, save_steps=2)
+    log = resumed.train()
+    assert resumed.resumed_from == 4 and [entry["step"] for entry in log] == [1, 2, 3, 4, 5, 6]
+    assert log[:4] == first.log
+
+
+@pytest.mark.parametrize("adaptive", [False, True])
+def test_lora_policy_uses_itself_without_adapters_as_reference(tmp_path, adaptive):
+    from peft import LoraConfig, get_peft_model
+
+    trainer = make_trainer(tmp_path, steps=2, adaptive_kl=adaptive, kl_target=0.1, kl_horizon=100)
+    trainer.policy = get_peft_model(trainer.policy, LoraConfig(r=4, target_modules="all-linear"))
+    trainer.ref_policy = None
+    trainer.optimizer = torch.optim.AdamW(
+        [p for p in trainer.policy.parameters() if p.requires_grad] + list(trainer.value_model.parameters()), lr=1e-3
+    )
+    log = trainer.train()
+    assert log[0]["objective/kl"] == pytest.approx(0.0, abs=1e-5)  # adapters start at zero: policy == reference
+    assert (trainer.kl_ctl.value != 0.05) == adaptive
