@@ -3,10 +3,9 @@
 from __future__ import annotations
 
 from harness.method import Method, StageContext
-from harness.store import write_json
-from methods.dpo import DPOConfig, train_dpo
-from methods.pair_selection import best_vs_worst_pairs, pair_statistics
-from methods.sampled_pairs import load_reward_matrix, pairs_from_selection
+from methods.dpo import DPOConfig
+from methods.pair_selection import best_vs_worst_pairs
+from methods.sampled_pairs import dpo_on_selected_pairs
 
 
 class DPOBestVsWorst(Method):
@@ -17,11 +16,7 @@ class DPOBestVsWorst(Method):
     uses = ("model", "seed")
 
     def run(self, ctx: StageContext) -> dict:
-        prompt_ids, rewards, lookup = load_reward_matrix(ctx.input("scored_samples"))
-        selection = best_vs_worst_pairs(rewards)
-        statistics = pair_statistics(selection)
-        write_json(ctx.dir / "pair_stats.json", statistics)
-        if statistics["pairs_kept"] == 0:
-            raise ValueError(f"dpo-bw: every one of the {len(prompt_ids)} prompts has all-equal sample rewards")
-        pairs = pairs_from_selection(selection, prompt_ids, lookup)
-        return {"pair_selection": statistics, **train_dpo(ctx, pairs, ctx.config)}
+        return dpo_on_selected_pairs(
+            ctx, best_vs_worst_pairs, ctx.config,
+            "dpo-bw: every one of the {prompts} prompts has all-equal sample rewards",
+        )

@@ -7,10 +7,9 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 
 from harness.method import Method, StageContext
-from harness.store import write_json
-from methods.dpo import DPOConfig, train_dpo
-from methods.pair_selection import pair_statistics, rsdpo_pairs
-from methods.sampled_pairs import load_reward_matrix, pairs_from_selection
+from methods.dpo import DPOConfig
+from methods.pair_selection import rsdpo_pairs
+from methods.sampled_pairs import dpo_on_selected_pairs
 
 
 @dataclass
@@ -30,14 +29,8 @@ class RSDPO(Method):
 
     def run(self, ctx: StageContext) -> dict:
         cfg: RSDPOConfig = ctx.config
-        prompt_ids, rewards, lookup = load_reward_matrix(ctx.input("scored_samples"))
-        selection = rsdpo_pairs(rewards, tau=cfg.tau, eta=cfg.eta)
-        statistics = pair_statistics(selection)
-        write_json(ctx.dir / "pair_stats.json", statistics)
-        if statistics["pairs_kept"] == 0:
-            raise ValueError(
-                f"rsdpo: no pair of samples has sigmoid(gap / tau) > eta (tau={cfg.tau}, eta={cfg.eta}) in "
-                f"{len(prompt_ids)} prompts; lower rsdpo.eta, raise samples.k, or check the reward model"
-            )
-        pairs = pairs_from_selection(selection, prompt_ids, lookup)
-        return {"pair_selection": statistics, **train_dpo(ctx, pairs, cfg)}
+        return dpo_on_selected_pairs(
+            ctx, lambda rewards: rsdpo_pairs(rewards, tau=cfg.tau, eta=cfg.eta), cfg,
+            f"rsdpo: no pair of samples has sigmoid(gap / tau) > eta (tau={cfg.tau}, eta={cfg.eta}) in "
+            "{prompts} prompts; lower rsdpo.eta, raise samples.k, or check the reward model",
+        )

@@ -30,10 +30,9 @@ def make_trainer(tmp_path, **overrides) -> PPOTrainer:
         ids = [tokenizer(r, add_special_tokens=False)["input_ids"] or [half] for r in responses]
         return [float(np.mean([i < half for i in row])) for row in ids]
 
-    cfg = PPOConfig(
-        steps=24, rollout_batch_size=16, mini_batch_size=8, num_ppo_epochs=4, learning_rate=1e-3,
-        max_new_tokens=8, temperature=1.0, missing_eos_penalty=None, save_steps=100, **overrides,
-    )
+    settings = dict(steps=24, rollout_batch_size=16, mini_batch_size=8, num_ppo_epochs=4, learning_rate=1e-3,
+                    max_new_tokens=8, temperature=1.0, missing_eos_penalty=None, save_steps=100)
+    cfg = PPOConfig(**{**settings, **overrides})
     return PPOTrainer(cfg, policy, reference, value_model, tokenizer, low_token_share, PROMPTS, "cpu", 0,
                       tmp_path / "checkpoints")
 
