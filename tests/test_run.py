@@ -145,11 +145,11 @@ def test_a_third_party_plugin_runs_as_a_stage(tmp_path):
 
 
 def test_methods_not_available_yet_are_named_before_any_work(tmp_path):
-    result = harness("run", "--methods", "rs,ppo,sft,grpo,rsdpo", "--run-dir", str(tmp_path / "run"),
+    result = harness("run", "--methods", "rs,kto,sft,orpo,rsdpo", "--run-dir", str(tmp_path / "run"),
                      cwd=tmp_path, check=False)
     assert result.returncode == 1
     assert result.stderr.strip().splitlines()[-1].startswith(
-        "harness: error: not available yet: ppo, grpo (available methods: "
+        "harness: error: not available yet: kto, orpo (available methods: "
     )
     assert not (tmp_path / "run").exists()
 
