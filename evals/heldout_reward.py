@@ -40,7 +40,7 @@ class HeldoutReward(Method):
     def run(self, ctx: StageContext) -> dict:
         cfg: HeldoutRewardConfig = ctx.config
         prompts = read_stage_records(ctx.input("heldout_prompts"), "heldout_prompts")
-        engine = HFEngine(str(ctx.input("policy") / POLICY_DIR), ctx.run.core.model, ctx.device)
+        engine = HFEngine.load(str(ctx.input("policy") / POLICY_DIR), ctx.run.core.model, ctx.device)
         groups = engine.generate([p["prompt"] for p in prompts], cfg.n, cfg, ctx.seed, desc="held-out samples")
         del engine  # free the policy before loading the reward model
         rows = [

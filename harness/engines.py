@@ -38,11 +38,34 @@ class HFEngine:
 
     name = "hf"
 
-    def __init__(self, model_path: str, model_cfg: ModelConfig, device: str):
-        self.tokenizer = load_tokenizer(model_path, model_cfg)
+    def __init__(self, model, tokenizer, device: str):
+        """An engine over a model already in memory (PPO's live policy); ``load`` reads one from disk."""
+        self.model, self.tokenizer, self.device = model, tokenizer, device
         self.tokenizer.padding_side = "left"  # decoder-only: new tokens follow the prompt directly
-        self.model = load_causal_lm(model_path, model_cfg, device).eval()
-        self.device = device
+
+    @classmethod
+    def load(cls, model_path: str, model_cfg: ModelConfig, device: str) -> HFEngine:
+        return cls(load_causal_lm(model_path, model_cfg, device).eval(), load_tokenizer(model_path, model_cfg), device)
+
+    def generate_ids(self, conversations: list[list[dict]], n: int, sampling: SamplingConfig):
+        """(prompt inputs, prompt + completion token ids) for one batch: for callers that need the tokens."""
+        import torch
+
+        texts = [self.tokenizer.apply_chat_template(c, tokenize=False, add_generation_prompt=True)
+                 for c in conversations]
+        inputs = self.tokenizer(texts, return_tensors="pt", padding=True, add_special_tokens=False).to(self.device)
+        greedy = sampling.temperature <= 0
+        with torch.no_grad():
+            output = self.model.generate(
+                **inputs,
+                max_new_tokens=sampling.max_new_tokens,
+                do_sample=not greedy,
+                temperature=None if greedy else sampling.temperature,
+                top_p=None if greedy else sampling.top_p,
+                num_return_sequences=n,
+                pad_token_id=self.tokenizer.pad_token_id,
+            )
+        return inputs, output
 
     def generate_batches(
         self, conversations: list[list[dict]], n: int, sampling: SamplingConfig, seed: int, start_batch: int = 0
@@ -53,20 +76,8 @@ class HFEngine:
         size = sampling.batch_size
         for number in range(start_batch, (len(conversations) + size - 1) // size):
             batch = conversations[number * size:(number + 1) * size]
-            texts = [self.tokenizer.apply_chat_template(c, tokenize=False, add_generation_prompt=True) for c in batch]
-            inputs = self.tokenizer(texts, return_tensors="pt", padding=True, add_special_tokens=False).to(self.device)
             torch.manual_seed(seed * 1_000_003 + number)
-            greedy = sampling.temperature <= 0
-            with torch.no_grad():
-                output = self.model.generate(
-                    **inputs,
-                    max_new_tokens=sampling.max_new_tokens,
-                    do_sample=not greedy,
-                    temperature=None if greedy else sampling.temperature,
-                    top_p=None if greedy else sampling.top_p,
-                    num_return_sequences=n,
-                    pad_token_id=self.tokenizer.pad_token_id,
-                )
+            inputs, output = self.generate_ids(batch, n, sampling)
             new_tokens = output[:, inputs["input_ids"].shape[1]:]
             completions = [self._completion(row) for row in new_tokens]
             yield number, [completions[i * n:(i + 1) * n] for i in range(len(batch))]

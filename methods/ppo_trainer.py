@@ -17,6 +17,7 @@ import numpy as np
 import torch
 from tqdm.auto import tqdm
 
+from harness.engines import HFEngine, SamplingConfig
 from harness.store import atomic_path
 from methods.ppo_math import (
     AdaptiveKLController,
@@ -70,10 +71,12 @@ class PPOTrainer:
         self.optimizer = torch.optim.AdamW(params, lr=cfg.learning_rate, eps=1e-5)  # PPOv2's eps
         self.kl_ctl = (AdaptiveKLController(cfg.kl_coef, cfg.kl_target, cfg.kl_horizon) if cfg.adaptive_kl
                        else FixedKLController(cfg.kl_coef))
+        # Rollouts go through the generation engine, over the live policy (its weights are the engine's).
+        self.engine = HFEngine(policy, tokenizer, device)
+        self.sampling = SamplingConfig(temperature=cfg.temperature, top_p=cfg.top_p, max_new_tokens=cfg.max_new_tokens)
         self.log: list[dict] = []
         self.start_step = 0
         self.resumed_from: int | None = None
-        tokenizer.padding_side = "left"
 
     # ---------------------------------------------------------------------------------------- the loop
 
@@ -105,14 +108,9 @@ class PPOTrainer:
     @torch.no_grad()
     def _rollout(self, prompts: list[list[dict]]) -> dict:
         cfg, tok = self.cfg, self.tokenizer
-        texts = [tok.apply_chat_template(p, tokenize=False, add_generation_prompt=True) for p in prompts]
-        query = tok(texts, return_tensors="pt", padding=True, add_special_tokens=False).to(self.device)
-        context_length = query["input_ids"].shape[1]
         self.policy.eval()
-        output = self.policy.generate(
-            **query, max_new_tokens=cfg.max_new_tokens, do_sample=True, temperature=cfg.temperature,
-            top_p=cfg.top_p, pad_token_id=tok.pad_token_id,
-        )
+        query, output = self.engine.generate_ids(prompts, 1, self.sampling)
+        context_length = query["input_ids"].shape[1]
         responses = output[:, context_length:]
         mask, has_eos = response_mask(responses, tok.eos_token_id, tok.pad_token_id)
         attention = torch.cat([query["attention_mask"], mask.long()], dim=1)

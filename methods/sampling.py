@@ -47,7 +47,7 @@ class Samples(Method):
     def run(self, ctx: StageContext) -> dict:
         cfg: SamplesConfig = ctx.config
         prompts = read_stage_records(ctx.input("prompts"), "prompts")
-        engine = HFEngine(str(ctx.input("sft") / POLICY_DIR), ctx.run.core.model, ctx.device)
+        engine = HFEngine.load(str(ctx.input("sft") / POLICY_DIR), ctx.run.core.model, ctx.device)
         # Append batch by batch: a killed stage resumes after its last whole batch.
         partial = ctx.dir / "samples.partial.jsonl"
         done_batches = _whole_batches(partial, cfg.batch_size * cfg.k)

@@ -12,7 +12,7 @@ PROMPTS = [[{"role": "user", "content": f"Question {i}?"}] for i in range(5)]
 
 
 def test_batches_are_the_same_whether_run_straight_or_resumed():
-    engine = HFEngine(model_path(TINY), TINY, "cpu")
+    engine = HFEngine.load(model_path(TINY), TINY, "cpu")
     sampling = SamplingConfig(temperature=1.0, max_new_tokens=8, batch_size=2)
     straight = dict(engine.generate_batches(PROMPTS, 3, sampling, seed=7))
     resumed = dict(engine.generate_batches(PROMPTS, 3, sampling, seed=7, start_batch=1))
@@ -24,7 +24,7 @@ def test_batches_are_the_same_whether_run_straight_or_resumed():
 
 
 def test_greedy_generation_is_deterministic():
-    engine = HFEngine(model_path(TINY), TINY, "cpu")
+    engine = HFEngine.load(model_path(TINY), TINY, "cpu")
     greedy = SamplingConfig(temperature=0.0, max_new_tokens=6, batch_size=4)
     first = engine.generate(PROMPTS[:2], 1, greedy, seed=0)
     assert first == engine.generate(PROMPTS[:2], 1, greedy, seed=123)
