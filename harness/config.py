@@ -7,6 +7,7 @@ dataclass field; an unknown key is an error naming the key and the closest valid
 
 from __future__ import annotations
 
+import copy
 import dataclasses
 import difflib
 import types
@@ -168,7 +169,7 @@ def resolve_config(profile: str, overrides: list[str], plugin_configs: dict[str,
 
 def build_run_config(profile: str, raw: dict, overrides: list[str], plugin_configs: dict[str, type]) -> RunConfig:
     """A run config from a profile's raw dict plus ``--set`` overrides, every value type checked."""
-    raw = deep_merge({}, raw)
+    raw = copy.deepcopy(raw)  # overrides must not leak into the caller's dict
     for override in overrides:
         key, sep, value = override.partition("=")
         if not sep or not key.strip():
