@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import argparse
+import json
+import os
 import sys
 import textwrap
 from pathlib import Path
@@ -11,13 +13,14 @@ from harness import __version__
 from harness.config import DEFAULT_PROFILE, ConfigError, describe_fields, profile_names, read_profile
 from harness.data.records import DataError
 from harness.pipeline import PipelineError
-from harness.registry import PluginLoadError, UnknownPlugin, benchmarks, judges, methods
+from harness.registry import PluginLoadError, UnknownPlugin, benchmarks, importers, judges, methods
 
 EPILOG = """examples:
   harness run --methods sft --profile smoke
   harness run --methods rs,ppo,dpo,rsdpo                  # the default profile: quick
   harness run --methods sft --set sft.learning_rate=1e-4 --set seed=1
   harness list
+  harness eval import-mtbench model_judgment/gpt-4_single.jsonl --json
 """
 
 
@@ -44,6 +47,13 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
                      help="override a config value, e.g. --set sft.max_steps=5 (repeatable)")
 
+    evaluation = commands.add_parser("eval", help="summarize published judgment files (FastChat, alpaca_eval)")
+    formats = evaluation.add_subparsers(dest="importer", required=True, metavar="IMPORTER")
+    for name in importers.names():
+        importer = formats.add_parser(f"import-{name}", help=f"summarize a published {name} judgments file")
+        importer.add_argument("file", type=Path, help="the judgments file (.json/.jsonl, optionally .gz)")
+        importer.add_argument("--json", action="store_true", help="print one JSON object on stdout")
+
     listing = commands.add_parser("list", help="methods, benchmarks, judges and profiles, with their settings")
     listing.add_argument("--settings", action="store_true", help="also print every setting with its default and help")
     return parser
@@ -54,8 +64,12 @@ def main(argv: list[str] | None = None) -> int:
     try:
         if args.command == "run":
             return command_run(args)
+        if args.command == "eval":
+            return command_eval(args)
         return command_list(args)
-    except (ConfigError, PipelineError, UnknownPlugin, PluginLoadError, DataError) as err:
+    except (ConfigError, PipelineError, UnknownPlugin, PluginLoadError, DataError, ValueError) as err:
+        if os.environ.get("HARNESS_DEBUG"):
+            raise
         print(f"harness: error: {err}", file=sys.stderr)
         return 2 if isinstance(err, (ConfigError, UnknownPlugin)) else 1
     except KeyboardInterrupt:
@@ -76,6 +90,24 @@ def command_run(args: argparse.Namespace) -> int:
     print(f"results: {outcome.store.results_path}")
     print(f"manifest: {outcome.store.manifest_path}   config: {outcome.store.config_path}")
     return 0
+
+
+def command_eval(args: argparse.Namespace) -> int:
+    summary = importers.get(args.importer.removeprefix("import-"))(args.file)
+    if args.json:
+        print(json.dumps(summary))
+    else:
+        _print_nested(summary)
+    return 0
+
+
+def _print_nested(value, indent: str = "") -> None:
+    for key, item in value.items():
+        if isinstance(item, dict):
+            print(f"{indent}{key}:")
+            _print_nested(item, indent + "  ")
+        else:
+            print(f"{indent}{key}: {item:.6f}" if isinstance(item, float) else f"{indent}{key}: {item}")
 
 
 def command_list(args: argparse.Namespace) -> int:

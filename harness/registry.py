@@ -1,4 +1,4 @@
-"""Registries that name plugins: methods (stages), benchmarks and judges.
+"""Registries that name plugins: methods (stages), benchmarks, judges and importers of published results.
 
 Plugins register with a decorator (``@methods.register("sft")``) or, from any installed distribution,
 through an entry point in the group ``harness.methods`` (``harness.benchmarks``, ``harness.judges``).
@@ -74,3 +74,5 @@ class Registry:
 methods = Registry("method", "harness.methods")
 benchmarks = Registry("benchmark", "harness.benchmarks")
 judges = Registry("judge", "harness.judges")
+# Readers of published judgment files: ``harness eval import-<name> FILE`` calls ``importers.get(name)(FILE)``.
+importers = Registry("importer", "harness.importers")
