@@ -12,7 +12,7 @@ import numpy as np
 from tqdm.auto import tqdm
 
 from harness.data.stages import read_stage_records
-from harness.engines import HFEngine, SamplingConfig
+from harness.engines import SamplingConfig, load_engine
 from harness.method import POLICY_DIR, Method, StageContext
 from harness.reward import RewardScorer
 from harness.statistics import bootstrap_mean
@@ -40,7 +40,8 @@ class HeldoutReward(Method):
     def run(self, ctx: StageContext) -> dict:
         cfg: HeldoutRewardConfig = ctx.config
         prompts = read_stage_records(ctx.input("heldout_prompts"), "heldout_prompts")
-        engine = HFEngine.load(str(ctx.input("policy") / POLICY_DIR), ctx.run.core.model, ctx.device)
+        engine = load_engine(str(ctx.input("policy") / POLICY_DIR), ctx.run.core.model, ctx.device,
+                             ctx.run.core.engine, ctx.run.core.tensor_parallel_size)
         groups = engine.generate([p["prompt"] for p in prompts], cfg.n, cfg, ctx.seed, desc="held-out samples")
         del engine  # free the policy before loading the reward model
         rows = [

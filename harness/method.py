@@ -48,6 +48,11 @@ class StageContext:
         return self.dir / POLICY_DIR
 
 
+class StageError(RuntimeError):
+    """A stage cannot finish for a reason its one-line message explains (an unreachable judge...); the
+    command line prints it without a traceback, and the stage, left without DONE, runs again next time."""
+
+
 class Method:
     """Base class of stage plugins. Subclasses set the class attributes and implement ``run``."""
 
@@ -59,6 +64,9 @@ class Method:
     produces: ClassVar[str] = "policy"  # "policy" stages are rows of the results table
     # An evaluation runs once per policy of the run, as "<name>@<policy>", reading it as input "policy".
     evaluates_policies: ClassVar[bool] = False
+    # Trains through a TRL/accelerate trainer, so ``harness run --launcher accelerate`` may run it in N
+    # processes (DDP or DeepSpeed); stages left False always run once, in the harness process.
+    distributed: ClassVar[bool] = False
 
     def run(self, ctx: StageContext) -> dict:
         raise NotImplementedError

@@ -23,7 +23,7 @@ from harness.config import RunConfig, to_plain
 from harness.method import Method, StageContext
 from harness.registry import Registry
 from harness.store import RunStore, write_json
-from profiling import measure
+from profiling import measure, stage_throughput
 
 
 class PipelineError(RuntimeError):
@@ -86,15 +86,29 @@ def plan(requested: list[str], run_config: RunConfig, registry: Registry) -> lis
             if name not in planned:
                 add(name, name, {need: need for need in registry.get(name).needs})
 
+    def add_evaluation(evaluation: str, policy: str) -> str:
+        """``<evaluation>@<policy>``; a need that itself evaluates policies (answers before their judgments)
+        is planned for the same policy."""
+        name = f"{evaluation}@{policy}"
+        if name not in planned:
+            cls = registry.get(evaluation)
+            if not cls.evaluates_policies:
+                raise PipelineError(f"'{evaluation}' in evaluate is not an evaluation of policies")
+            inputs = {"policy": policy}
+            for need in cls.needs:
+                if registry.get(need).evaluates_policies:
+                    inputs[need] = add_evaluation(need, policy)
+                else:
+                    add_with_needs([need])
+                    inputs[need] = need
+            add(name, evaluation, inputs)
+        return name
+
     add_with_needs(requested)
     policies = [name for name, stage in planned.items() if stage.method.produces == "policy"]
     for evaluation in run_config.core.evaluate if policies else ():
-        cls = registry.get(evaluation)
-        if not cls.evaluates_policies:
-            raise PipelineError(f"'{evaluation}' in evaluate is not an evaluation of policies")
-        add_with_needs(list(cls.needs))
         for policy in policies:
-            add(f"{evaluation}@{policy}", evaluation, {**{n: n for n in cls.needs}, "policy": policy})
+            add_evaluation(evaluation, policy)
     return list(planned.values())
 
 
@@ -131,8 +145,12 @@ def run_stages(
     store: RunStore,
     device: str,
     on_stage_done: Callable[[str, dict], None] = lambda name, record: None,
+    execute_stage: Callable[[PlannedStage, StageContext], dict] | None = None,
 ) -> dict[str, dict]:
-    """Run every stage whose DONE is missing; return a record per stage (status, key, timings)."""
+    """Run every stage whose DONE is missing; return a record per stage (status, key, timings).
+
+    ``execute_stage`` runs one stage and returns its stats (default: ``method.run`` in this process;
+    ``harness.launch`` runs training stages under ``accelerate launch``); the bookkeeping stays here."""
     records: dict[str, dict] = {}
     bar = tqdm(stages, desc="stages", unit="stage", dynamic_ncols=True)
     for stage in bar:
@@ -158,8 +176,9 @@ def run_stages(
             )
             started = now()
             with measure() as profile:
-                stats = stage.method.run(ctx) or {}
+                stats = (execute_stage(stage, ctx) if execute_stage else stage.method.run(ctx)) or {}
             profile.update(started=started, finished=now(), resumed=resumed, device=device)
+            profile["throughput"] = stage_throughput(stats, profile["wall_s"], _train_log(folder))
             write_json(folder / "stats.json", stats)
             write_json(folder / "profile.json", profile)
             store.mark_done(stage.folder_name)  # last: a stage without DONE runs again
@@ -167,3 +186,13 @@ def run_stages(
         records[stage.name] = record
         on_stage_done(stage.name, record)
     return records
+
+
+def _train_log(folder: Path) -> list[dict] | None:
+    """The trainer's log history a training stage wrote (TRL's ``num_tokens`` gives training tokens/s)."""
+    path = folder / "train_log.jsonl"
+    if not path.exists():
+        return None
+    from harness.store import read_jsonl
+
+    return read_jsonl(path)

@@ -1,7 +1,8 @@
 """Registries that name plugins: methods (stages), benchmarks, judges and importers of published results.
 
 Plugins register with a decorator (``@methods.register("sft")``) or, from any installed distribution,
-through an entry point in the group ``harness.methods`` (``harness.benchmarks``, ``harness.judges``).
+through an entry point in the group ``harness.methods`` (``harness.benchmarks``, ``harness.judges``,
+``harness.pair_selectors``).
 The harness never imports a concrete plugin module itself: it finds them here.
 """
 
@@ -76,3 +77,6 @@ benchmarks = Registry("benchmark", "harness.benchmarks")
 judges = Registry("judge", "harness.judges")
 # Readers of published judgment files: ``harness eval import-<name> FILE`` calls ``importers.get(name)(FILE)``.
 importers = Registry("importer", "harness.importers")
+# Rules that turn a prompt's scored samples into preference pairs: ``rsdpo.selection=<name>`` picks one.
+# Each is a function ``select(rewards, config) -> PairSelection`` (see methods/pair_selection.py).
+pair_selectors = Registry("pair selector", "harness.pair_selectors")

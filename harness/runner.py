@@ -7,6 +7,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from harness.config import DEFAULT_PROFILE, RunConfig, resolve_config, to_plain
+from harness.engines import select_engine
 from harness.pipeline import PipelineError, now, pick_device, plan, run_lock, run_stages, stage_order
 from harness.provenance import environment
 from harness.registry import PluginLoadError, Registry, methods
@@ -54,13 +55,19 @@ def execute(
     run_dir: Path | None = None,
     overrides: list[str] = (),
     registry: Registry = methods,
+    launcher: str = "none",
+    num_gpus: int | None = None,
+    zero: int = 2,
 ) -> RunOutcome:
+    """Plan and run; ``launcher="accelerate"`` runs training stages in ``num_gpus`` processes (harness.launch)."""
     check_available(requested, registry)
     points = sweep_points(list(overrides))
     configs = [resolve_run_config(requested, profile, point.overrides, registry) for point in points]
-    stages = merge_plans(points, [plan(requested, config, registry) for config in configs])
+    plans = [plan(requested, config, registry) for config in configs]
+    stages = merge_plans(points, plans)
     run_config = configs[0]
     device = pick_device(run_config.core.device)
+    select_engine(run_config.core.engine, device)  # an engine that cannot run here fails before any work
     store = RunStore(Path(run_dir) if run_dir else Path("runs") / profile)
     sweep = {
         "keys": list(points[0].values),
@@ -84,13 +91,20 @@ def execute(
             sweep=sweep,
             stages={},
         )
+        execute_stage = None
+        manifest["launch"] = {"launcher": launcher}
+        if launcher != "none":
+            from harness.launch import make_launcher
+
+            execute_stage = make_launcher(launcher, store.root, profile, requested, points, plans, num_gpus, zero)
+            manifest["launch"].update(num_processes=execute_stage.num_processes, deepspeed_zero=zero)
 
         def record(name: str, stage_record: dict) -> None:
             manifest["stages"][name] = stage_record
             manifest["updated"] = now()
             write_json(store.manifest_path, manifest)
 
-        records = run_stages(stages, store, device, on_stage_done=record)
+        records = run_stages(stages, store, device, on_stage_done=record, execute_stage=execute_stage)
         results = build_results(store, run_config, stages, records, manifest)
         write_json(store.results_path, results)
     return RunOutcome(store=store, stages=records)
@@ -127,6 +141,8 @@ def build_results(store: RunStore, run_config: RunConfig, stages: list, records:
             "dir": record["dir"],
             "stats": json.loads((folder / "stats.json").read_text()),
             "profile": json.loads((folder / "profile.json").read_text()),
+            "point": sweep_label(stage.name),
+            "inputs": dict(stage.inputs),
         }
         results["stages"][stage.name] = entry
         if stage.method.produces == "policy":
@@ -134,8 +150,38 @@ def build_results(store: RunStore, run_config: RunConfig, stages: list, records:
         elif stage.method.evaluates_policies:
             policy = stage.inputs["policy"]
             results["methods"][policy]["evaluations"][stage.section] = entry["stats"]
+    add_memory_estimates(store, run_config, stages, results, manifest["device"])
     results["comparisons"] = paired_comparisons(store, stages, records, run_config.core.seed)
+    results["judging"] = judging_totals(results["stages"])
     return results
+
+
+def add_memory_estimates(store: RunStore, run_config: RunConfig, stages: list, results: dict, device: str) -> None:
+    """Each policy stage's analytic peak-memory estimate as ``profile["estimated"]`` (reports read it beside
+    the measured peak). Tokenizer only, no model; never fails the run: a failure is recorded instead."""
+    names = [stage.name for stage in stages if stage.method.produces == "policy"]
+    try:
+        from harness.profile_command import run_estimates
+
+        estimated = run_estimates(store.root, run_config, names, device)
+    except Exception as err:  # noqa: BLE001 - an estimate is a by-product; the run's results come first
+        estimated = {name: {"skipped": f"{type(err).__name__}: {err}"} for name in names}
+    for name, estimate in estimated.items():
+        results["stages"][name]["profile"]["estimated"] = estimate  # shared with results["methods"][name]
+
+
+def judging_totals(stage_entries: dict) -> dict | None:
+    """Judge calls, tokens and estimated cost summed over the run's judging stages (None: nothing judged)."""
+    usages = [e["stats"]["judge_usage"] for e in stage_entries.values() if "judge_usage" in e["stats"]]
+    if not usages:
+        return None
+    keys = ("requests", "cached", "failed", "prompt_tokens", "completion_tokens", "estimated_cost_usd")
+    return {key: sum(u.get(key) or 0 for u in usages) for key in keys}
+
+
+def sweep_label(stage_name: str) -> str | None:
+    """The sweep point a per-point stage belongs to ("rsdpo[rsdpo.eta=0.8]" -> "rsdpo.eta=0.8")."""
+    return stage_name[stage_name.index("[") + 1:-1] if stage_name.endswith("]") else None
 
 
 def paired_comparisons(store: RunStore, stages: list, records: dict, seed: int) -> dict:
@@ -151,7 +197,9 @@ def paired_comparisons(store: RunStore, stages: list, records: dict, seed: int) 
         for baseline in (b for b in BASELINES if b in by_policy):
             for policy, values in by_policy.items():
                 reverse = f"{baseline} - {policy}"
-                if policy != baseline and reverse not in comparisons.get(evaluation, {}):
+                # No shared item (e.g. every judgment unparseable): nothing to compare, rather than an error.
+                if policy != baseline and reverse not in comparisons.get(evaluation, {}) \
+                        and set(values) & set(by_policy[baseline]):
                     comparisons.setdefault(evaluation, {})[f"{policy} - {baseline}"] = paired_difference(
                         values, by_policy[baseline], seed=seed
                     )

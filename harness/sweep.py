@@ -39,16 +39,31 @@ def sweep_points(overrides: list[str]) -> list[SweepPoint]:
 
 
 def merge_plans(points: list[SweepPoint], plans: list[list[PlannedStage]]) -> list[PlannedStage]:
-    """One list of stages for all points: shared stages once, the rest suffixed with their point."""
-    keys_by_name: dict[str, set[str]] = {}
-    for stages in plans:
-        for stage in stages:
-            keys_by_name.setdefault(stage.name, set()).add(stage.key)
+    """One list of stages for all points: shared stages once, the rest suffixed with the swept values they
+    depend on. In a grid over reward_model.label_noise and rsdpo.eta, the reward model is named by its
+    label_noise alone, so it is listed (and run) once per noise level, not once per grid point."""
+    keys_at = [{stage.name: stage.key for stage in stages} for stages in plans]
+    swept = list(points[0].values)
+
+    def depends_on(name: str, swept_key: str) -> bool:
+        # In a full grid, a stage depends on a swept key when changing that key alone changes its key.
+        return any(
+            keys_at[a].get(name) != keys_at[b].get(name)
+            for a, b in itertools.combinations(range(len(points)), 2)
+            if [k for k in swept if points[a].values[k] != points[b].values[k]] == [swept_key]
+        )
+
+    names = {stage.name for stages in plans for stage in stages}
+    label_keys = {name: [k for k in swept if depends_on(name, k)] for name in names}
     merged: dict[str, PlannedStage] = {}
     for point, stages in zip(points, plans):
-        rename = {s.name: s.name if len(keys_by_name[s.name]) == 1 else f"{s.name}[{point.label}]" for s in stages}
+        def renamed(name: str) -> str:
+            label = ",".join(f"{k}={point.values[k]}" for k in label_keys[name])
+            return f"{name}[{label}]" if label else name
+
         for stage in stages:
-            renamed = replace(stage, name=rename[stage.name],
-                              inputs={alias: rename[source] for alias, source in stage.inputs.items()})
-            merged.setdefault(renamed.name, renamed)
+            merged.setdefault(renamed(stage.name), replace(
+                stage, name=renamed(stage.name),
+                inputs={alias: renamed(source) for alias, source in stage.inputs.items()},
+            ))
     return list(merged.values())
