@@ -1,8 +1,10 @@
 """Wall time and peak memory of a block of work.
 
 CPU: peak resident set size of this process and its children, sampled by a background thread.
-CUDA: ``torch.cuda.max_memory_allocated`` / ``max_memory_reserved`` per device after a reset. When
-there is no CUDA device the result says so, with the reason, rather than leaving the field out.
+CUDA: ``torch.cuda.max_memory_allocated`` / ``max_memory_reserved`` per device after a reset, plus the
+device memory in use as NVML reports it (all processes, CUDA context included) when ``pynvml`` is
+installed, or why not. When there is no CUDA device the result says so, with the reason, rather than
+leaving the field out.
 """
 
 from __future__ import annotations
@@ -66,18 +68,37 @@ def _cuda_start() -> str | None:
     return None
 
 
+def _nvml_used(device: int) -> int | str:
+    """Device memory in use per NVML (bytes), or why it is not known."""
+    try:
+        import pynvml
+    except ImportError:
+        return "not measured: pynvml is not installed (pip install nvidia-ml-py)"
+    try:
+        pynvml.nvmlInit()
+        try:
+            return int(pynvml.nvmlDeviceGetMemoryInfo(pynvml.nvmlDeviceGetHandleByIndex(device)).used)
+        finally:
+            pynvml.nvmlShutdown()
+    except pynvml.NVMLError as err:  # e.g. no driver access inside a container
+        return f"not measured: NVML error {err}"
+
+
 def _cuda_peaks() -> list[dict]:
     import torch
 
-    return [
-        {
+    devices = []
+    for device in range(torch.cuda.device_count()):
+        used = _nvml_used(device)
+        devices.append({
             "device": device,
             "name": torch.cuda.get_device_name(device),
             "max_memory_allocated_bytes": torch.cuda.max_memory_allocated(device),
             "max_memory_reserved_bytes": torch.cuda.max_memory_reserved(device),
-        }
-        for device in range(torch.cuda.device_count())
-    ]
+            # at the end of the block: NVML has no peak counter
+            **({"nvml_used_bytes": used} if isinstance(used, int) else {"nvml_used": used}),
+        })
+    return devices
 
 
 @contextmanager
