@@ -85,6 +85,17 @@ class CoreConfig:
     device: Literal["auto", "cpu", "cuda"] = field(
         default="auto", metadata={"help": "'auto' picks CUDA when available, else CPU"}
     )
+    # How responses are generated, not what: like device, the engine is left out of stage keys (every
+    # stage prints the engine it chose; samples and ppo record it in stats.json), so switching engines
+    # reuses finished stages. config.yaml keeps the setting.
+    engine: Literal["auto", "hf", "vllm"] = field(
+        default="auto",
+        metadata={"help": "generation engine for samples, evaluation answers and PPO rollouts: 'auto' is "
+                  "vllm when it is importable and CUDA is present, else hf (transformers generate)"},
+    )
+    tensor_parallel_size: int = field(
+        default=1, metadata={"help": "vllm engine: GPUs each generating model is split over (tensor parallel)"}
+    )
     model: ModelConfig = field(default_factory=ModelConfig)
     data: DataConfig = field(default_factory=DataConfig)
     evaluate: list[str] = field(

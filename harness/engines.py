@@ -95,3 +95,81 @@ class HFEngine:
             end = ids.index(eos)
             return Completion(self.tokenizer.decode(ids[:end], skip_special_tokens=True), end + 1, "stop")
         return Completion(self.tokenizer.decode(ids, skip_special_tokens=True), len(ids), "length")
+
+
+# ------------------------------------------------------------------------------------- engine choice
+
+ENGINES = ("auto", "hf", "vllm")
+
+
+class EngineUnavailable(ValueError):
+    """The requested engine cannot run here; the message says why and what to use instead."""
+
+
+def select_engine(requested: str, device: str) -> tuple[str, str]:
+    """(engine name, why): ``auto`` is vllm when it is importable and the run is on CUDA, else hf."""
+    import importlib.util
+
+    if requested not in ENGINES:
+        raise EngineUnavailable(f"unknown engine '{requested}'; available: {', '.join(ENGINES)}")
+    if requested == "hf":
+        return "hf", "requested"
+    installed = importlib.util.find_spec("vllm") is not None
+    if requested == "vllm":
+        if not installed:
+            raise EngineUnavailable(
+                "engine 'vllm' requested but vllm is not installed; on a CUDA machine install the extra "
+                "(pip install 'rsdpo-harness[vllm]', in a fresh environment), or use --engine hf"
+            )
+        if device != "cuda":
+            raise EngineUnavailable(f"engine 'vllm' needs CUDA but the run's device is '{device}'; use --engine hf")
+        return "vllm", "requested"
+    if device != "cuda":
+        return "hf", f"auto: the run's device is '{device}', vllm needs CUDA"
+    if not installed:
+        return "hf", "auto: vllm is not installed"
+    try:
+        import vllm  # noqa: F401  (an install that does not import, e.g. a torch mismatch, is not usable)
+    except Exception as err:  # noqa: BLE001
+        return "hf", f"auto: vllm is installed but does not import ({type(err).__name__}: {err})"
+    return "vllm", "auto: vllm is importable and CUDA is present"
+
+
+def load_engine(path: str, model_cfg: ModelConfig, device: str, engine: str = "auto", tensor_parallel_size: int = 1,
+                seed: int = 0):
+    """The generation engine for a policy folder: HFEngine or VLLMEngine, chosen by ``select_engine``.
+
+    Says which on stderr, and the engine keeps the reason (``engine.selection``) for the stage's stats."""
+    import sys
+
+    name, reason = select_engine(engine, device)
+    print(f"harness: generation engine '{name}' ({reason}) for {path}", file=sys.stderr)
+    if name == "vllm":
+        from harness.vllm_engine import VLLMEngine
+
+        loaded = VLLMEngine.load(path, model_cfg, device, tensor_parallel_size=tensor_parallel_size, seed=seed)
+    else:
+        loaded = HFEngine.load(path, model_cfg, device)
+    loaded.selection = reason
+    return loaded
+
+
+def rollout_engine(policy, tokenizer, path: str, model_cfg: ModelConfig, device: str, engine: str = "auto",
+                   tensor_parallel_size: int = 1, seed: int = 0):
+    """The engine PPO samples rollouts with. hf: generate() on the live policy itself. vllm: a second copy
+    of ``path`` (the policy's starting weights) in vLLM, which the trainer refreshes with
+    ``engine.sync_weights(policy)`` after every update; it takes a smaller share of GPU memory, since the
+    policy, reference, value and reward models share the GPU with it."""
+    import sys
+
+    name, reason = select_engine(engine, device)
+    print(f"harness: rollout engine '{name}' ({reason})", file=sys.stderr)
+    if name == "vllm":
+        from harness.vllm_engine import VLLMEngine
+
+        loaded = VLLMEngine.load(path, model_cfg, device, tensor_parallel_size=tensor_parallel_size,
+                                 gpu_memory_utilization=0.3, seed=seed)
+    else:
+        loaded = HFEngine(policy, tokenizer, device)
+    loaded.selection = reason
+    return loaded
