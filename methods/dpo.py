@@ -68,6 +68,7 @@ class DPO(Method):
     config_class = DPOConfig
     needs = ("sft", "preferences")
     uses = ("model", "seed")
+    distributed = True  # a TRL trainer: --launcher accelerate runs it in N processes
 
     def run(self, ctx: StageContext) -> dict:
         return train_dpo(ctx, read_stage_records(ctx.input("preferences"), "preferences"), ctx.config)

@@ -40,6 +40,7 @@ class RLOOSettings(GroupRLConfig):
 class GroupRL(Method):
     needs = ("sft", "reward_model", "prompts")
     uses = ("model", "seed")
+    distributed = True  # a TRL trainer: --launcher accelerate runs it in N processes
     trainer_name: ClassVar[str]  # the TRL trainer and config: "GRPO" or "RLOO"
 
     def run(self, ctx: StageContext) -> dict:

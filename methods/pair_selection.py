@@ -1,15 +1,22 @@
 """Which scored samples become training data: RS-DPO's preference pairs (Khaki et al. 2024, arXiv 2402.10038,
-Algorithm 1), the DPO-BW ablation's best-vs-worst pairs, and rejection sampling's best-of-k and reward threshold.
+Algorithm 1), the DPO-BW ablation's best-vs-worst pairs, best vs the sample nearest mean - 2 std (Xiao et al.
+2025, arXiv 2502.16825), and rejection sampling's best-of-k and reward threshold.
 
 Input everywhere is a rewards matrix ``r`` of shape (prompts, k): ``r[p, j]`` is the reward model's score of
 sample ``y_j`` for prompt ``x_p``. Pure numpy, vectorised; the only Python loop walks memory-sized chunks of
 prompts (``GAP_ENTRIES_PER_CHUNK``).
+
+Pair selectors are plugins: a function ``select(rewards, config) -> PairSelection`` registered by name in the
+entry-point group ``harness.pair_selectors`` (ours: ``threshold``, ``best_vs_worst``, ``mean_minus_2std``, at
+the end of this module). ``config`` is the consuming method's config section; a selector reads the settings
+it needs from it (``threshold`` reads ``tau`` and ``eta``) and ignores the rest.
 """
 
 from __future__ import annotations
 
 import math
 from dataclasses import dataclass
+from typing import Any
 
 import numpy as np
 from numpy.typing import ArrayLike
@@ -124,6 +131,24 @@ def best_vs_worst_pairs(rewards: ArrayLike) -> PairSelection:
     return _selection([(prompts[has_pair], best[has_pair], worst[has_pair], gap[has_pair])], num_prompts, k)
 
 
+def mean_minus_std_pairs(rewards: ArrayLike, num_std: float = 2.0) -> PairSelection:
+    """One pair per prompt: chosen = highest reward, rejected = the sample whose reward is nearest to
+    mean - num_std * std of that prompt's rewards (population std; first index on ties). Xiao et al. 2025
+    (arXiv 2502.16825) found rejected at mean - 2 std beats the minimum as k grows. With few samples
+    (k <= 5 and num_std=2) mean - 2 std lies below every reward, so this picks the same pair as best-vs-worst.
+    Prompts whose two picks score the same have no preference, so no pair."""
+    r = check_rewards(rewards)
+    if not (math.isfinite(num_std) and num_std >= 0):
+        raise ValueError(f"num_std must be a finite number >= 0 (the paper uses 2); got {num_std}")
+    num_prompts, k = r.shape
+    target = r.mean(axis=1) - num_std * r.std(axis=1)
+    best, rejected = np.argmax(r, axis=1), np.argmin(np.abs(r - target[:, None]), axis=1)
+    prompts = np.arange(num_prompts)
+    gap = r[prompts, best] - r[prompts, rejected]
+    has_pair = gap > 0
+    return _selection([(prompts[has_pair], best[has_pair], rejected[has_pair], gap[has_pair])], num_prompts, k)
+
+
 def best_of_k(rewards: ArrayLike) -> np.ndarray:
     """Rejection sampling's best-of-k: index of each prompt's highest-reward sample (the first on ties)."""
     return np.argmax(check_rewards(rewards, min_samples=1), axis=1).astype(np.int64)
@@ -184,3 +209,22 @@ def _selection(parts: list[tuple], num_prompts: int, k: int) -> PairSelection:
         num_prompts=int(num_prompts),
         k=int(k),
     )
+
+
+# ------------------------------------------------------------------------------------------- pair selectors
+# Registered in pyproject.toml under ``harness.pair_selectors``; ``rsdpo.selection`` names one of them.
+
+
+def select_threshold(rewards: ArrayLike, config: Any) -> PairSelection:
+    """the paper's rule: every ordered pair with sigmoid((r_j - r_l) / tau) > eta (reads tau, eta)"""
+    return rsdpo_pairs(rewards, tau=config.tau, eta=config.eta)
+
+
+def select_best_vs_worst(rewards: ArrayLike, config: Any) -> PairSelection:
+    """one pair per prompt: the best sample against the worst (the paper's DPO-BW ablation)"""
+    return best_vs_worst_pairs(rewards)
+
+
+def select_mean_minus_2std(rewards: ArrayLike, config: Any) -> PairSelection:
+    """one pair per prompt: the best sample against the one nearest mean - 2 std (arXiv 2502.16825)"""
+    return mean_minus_std_pairs(rewards, num_std=2.0)

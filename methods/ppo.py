@@ -8,6 +8,7 @@ from dataclasses import dataclass, field
 from typing import Literal
 
 from harness.data.stages import read_stage_records
+from harness.engines import rollout_engine
 from harness.method import POLICY_DIR, Method, StageContext
 from harness.models import load_causal_lm, load_tokenizer, save_pretrained, torch_dtype
 from harness.reward import RewardScorer
@@ -57,6 +58,7 @@ class PPO(Method):
     config_class = PPOConfig
     needs = ("sft", "reward_model", "prompts")
     uses = ("model", "seed")
+    distributed = False  # our PPO loop is one process (no accelerate/DeepSpeed yet): it runs once
 
     def run(self, ctx: StageContext) -> dict:
         import torch
@@ -87,8 +89,10 @@ class PPO(Method):
             return scorer.score([p + [{"role": "assistant", "content": r}] for p, r in zip(prompts, responses)])
 
         prompts = [p["prompt"] for p in read_stage_records(ctx.input("prompts"), "prompts")]
+        engine = rollout_engine(policy, tokenizer, sft_policy, model_cfg, ctx.device, ctx.run.core.engine,
+                                ctx.run.core.tensor_parallel_size, ctx.seed)
         trainer = PPOTrainer(cfg, policy, ref_policy, value_model, tokenizer, reward_fn, prompts, ctx.device,
-                             ctx.seed, ctx.dir / CHECKPOINTS)
+                             ctx.seed, ctx.dir / CHECKPOINTS, engine=engine)
         log = trainer.train()
         write_jsonl(ctx.dir / "train_log.jsonl", log)
         save_pretrained(policy.merge_and_unload() if cfg.lora else policy, tokenizer, ctx.policy_dir)
@@ -106,6 +110,7 @@ class PPO(Method):
             "last_value_loss": last["loss/value"],
             "last_approx_kl": last["policy/approx_kl"],
             "last_response_length": last["val/response_length"],
+            "rollout_engine": engine.name,
             "reference": sft_policy,
             "value_model_init": rm_path,
         }

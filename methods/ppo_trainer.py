@@ -63,7 +63,7 @@ def response_values(value_model, input_ids, attention_mask, context_length: int)
 
 class PPOTrainer:
     def __init__(self, cfg, policy, ref_policy, value_model, tokenizer, reward_fn: RewardFn,
-                 prompts: list[list[dict]], device: str, seed: int, checkpoint_dir: Path):
+                 prompts: list[list[dict]], device: str, seed: int, checkpoint_dir: Path, engine=None):
         self.cfg, self.policy, self.ref_policy, self.value_model = cfg, policy, ref_policy, value_model
         self.tokenizer, self.reward_fn, self.prompts, self.device, self.seed = tokenizer, reward_fn, prompts, device, seed
         self.checkpoint_dir = Path(checkpoint_dir)
@@ -71,8 +71,9 @@ class PPOTrainer:
         self.optimizer = torch.optim.AdamW(params, lr=cfg.learning_rate, eps=1e-5)  # PPOv2's eps
         self.kl_ctl = (AdaptiveKLController(cfg.kl_coef, cfg.kl_target, cfg.kl_horizon) if cfg.adaptive_kl
                        else FixedKLController(cfg.kl_coef))
-        # Rollouts go through the generation engine, over the live policy (its weights are the engine's).
-        self.engine = HFEngine(policy, tokenizer, device)
+        # Rollouts go through the generation engine: HF over the live policy (its weights are the engine's),
+        # or a vLLM copy that gets the policy's weights after every update (``harness.engines.rollout_engine``).
+        self.engine = engine or HFEngine(policy, tokenizer, device)
         self.sampling = SamplingConfig(temperature=cfg.temperature, top_p=cfg.top_p, max_new_tokens=cfg.max_new_tokens)
         self.log: list[dict] = []
         self.start_step = 0
@@ -82,11 +83,14 @@ class PPOTrainer:
 
     def train(self) -> list[dict]:
         self._load_checkpoint()
+        if self.resumed_from is not None:
+            self._sync_engine()
         bar = tqdm(range(self.start_step, self.cfg.steps), initial=self.start_step, total=self.cfg.steps,
                    desc="ppo", unit="step")
         for step in bar:
             batch = self._rollout(self._prompt_batch(step))
             stats = self._ppo_epochs(batch)
+            self._sync_engine()
             stats.update(step=step + 1, **batch["stats"])
             self.kl_ctl.update(batch["stats"]["objective/kl"], len(batch["queries"]))
             self.log.append(stats)
@@ -94,6 +98,11 @@ class PPOTrainer:
             if (step + 1) % self.cfg.save_steps == 0 or step + 1 == self.cfg.steps:
                 self._save_checkpoint(step + 1)
         return self.log
+
+    def _sync_engine(self) -> None:
+        # A separate engine (vLLM) samples from its own copy of the weights: the next rollout must see this update.
+        if hasattr(self.engine, "sync_weights"):
+            self.engine.sync_weights(self.policy)
 
     def _prompt_batch(self, step: int) -> list[list[dict]]:
         # A seeded permutation per pass over the prompts: the same batches after a resume.

@@ -1,5 +1,9 @@
 """The reward model: a sequence classifier trained on human preference pairs (TRL RewardTrainer,
-Bradley-Terry loss), or an existing one taken as is. Either way its accuracy on held-out pairs is measured."""
+Bradley-Terry loss), or an existing one taken as is. Either way its accuracy on held-out pairs is measured.
+
+For studies of reward-model quality it can be degraded on purpose: train on fewer pairs (``max_pairs``),
+for fewer steps (``max_steps``), or on pairs whose labels were flipped (``label_noise``). The held-out pairs
+are split off first and never flipped, so held-out accuracy always measures against the human labels."""
 
 from __future__ import annotations
 
@@ -14,7 +18,8 @@ from harness.data.stages import read_stage_records
 from harness.method import Method, StageContext
 from harness.models import load_tokenizer, model_path, torch_dtype
 from harness.reward import RewardScorer
-from harness.store import write_jsonl
+from harness.config import ConfigError
+from harness.store import write_json, write_jsonl
 from harness.training import TrainingConfig, peft_config, save_trained_model, train_and_summarize, trl_args
 
 REWARD_MODEL_DIR = "reward_model"
@@ -32,6 +37,24 @@ class RewardModelConfig(TrainingConfig):
     )
     heldout_fraction: float = field(default=0.1, metadata={"help": "share of the pairs kept out of training"})
     score_batch_size: int = field(default=8, metadata={"help": "sequences per forward pass when scoring"})
+    label_noise: float = field(
+        default=0.0,
+        metadata={"help": "share of the training pairs whose chosen and rejected are swapped (seeded; held-out "
+                  "pairs stay clean), to study a worse reward model"},
+    )
+    max_pairs: int | None = field(
+        default=None,
+        metadata={"help": "train on only the first N training pairs (None: all); held-out pairs unchanged"},
+    )
+
+    def __post_init__(self):
+        if not 0.0 <= self.label_noise <= 1.0:
+            raise ConfigError(f"'reward_model.label_noise' must be in [0, 1]; found {self.label_noise}")
+        if self.max_pairs is not None and self.max_pairs < 1:
+            raise ConfigError(f"'reward_model.max_pairs' must be at least 1 (or null for all); found {self.max_pairs}")
+        if self.pretrained and (self.label_noise or self.max_pairs is not None):
+            raise ConfigError("'reward_model.label_noise' and 'reward_model.max_pairs' degrade training; "
+                              "they do nothing with 'reward_model.pretrained' set")
 
 
 def split_heldout(pairs: list[dict], fraction: float, seed: int) -> tuple[list[dict], list[dict]]:
@@ -42,6 +65,20 @@ def split_heldout(pairs: list[dict], fraction: float, seed: int) -> tuple[list[d
     heldout = sorted(order[:n_heldout])
     train = sorted(order[n_heldout:])
     return [pairs[i] for i in train], [pairs[i] for i in heldout]
+
+
+def degrade(train: list[dict], label_noise: float, max_pairs: int | None, seed: int) -> tuple[list[dict], list[str]]:
+    """(training pairs, ids of the flipped ones): the first ``max_pairs`` pairs, then chosen and rejected
+    swapped in round(label_noise * pairs) of them, chosen by a seeded shuffle. The flipped set only grows
+    with ``label_noise`` (the first n of one shuffle), so a noise sweep nests: 0.1's flips are among 0.3's."""
+    if max_pairs is not None:
+        train = train[:max_pairs]
+    order = list(range(len(train)))
+    random.Random(f"reward_model.label_noise:{seed}").shuffle(order)  # its own stream, not the split's
+    flip = set(order[:round(label_noise * len(train))])
+    degraded = [{**p, "chosen": p["rejected"], "rejected": p["chosen"]} if i in flip else p
+                for i, p in enumerate(train)]
+    return degraded, [train[i]["id"] for i in sorted(flip)]
 
 
 def reward_model_path(stage_dir: Path) -> str:
@@ -59,13 +96,19 @@ class RewardModel(Method):
     config_class = RewardModelConfig
     needs = ("preferences",)
     uses = ("model", "seed")
+    distributed = True  # a TRL trainer: --launcher accelerate runs it in N processes
     produces = "reward_model"
 
     def run(self, ctx: StageContext) -> dict:
         cfg: RewardModelConfig = ctx.config
         pairs = read_stage_records(ctx.input("preferences"), "preferences")
-        train, heldout = split_heldout(pairs, cfg.heldout_fraction, ctx.seed)
-        stats: dict = {"train_pairs": len(train), "heldout_pairs": len(heldout)}
+        train, heldout = split_heldout(pairs, cfg.heldout_fraction, ctx.seed)  # before degrading: clean held-out
+        train, flipped = degrade(train, cfg.label_noise, cfg.max_pairs, ctx.seed)
+        write_json(ctx.dir / "flipped_pairs.json", flipped)
+        stats: dict = {
+            "train_pairs": len(train), "heldout_pairs": len(heldout), "label_noise": cfg.label_noise,
+            "flipped_pairs": len(flipped), "max_pairs": cfg.max_pairs,
+        }
         if cfg.pretrained:
             stats["reward_model"] = cfg.pretrained
         else:

@@ -14,7 +14,7 @@ import numpy as np
 from tqdm.auto import tqdm
 
 from harness.data.stages import read_stage_records
-from harness.engines import HFEngine, SamplingConfig
+from harness.engines import SamplingConfig, load_engine
 from harness.method import POLICY_DIR, Method, StageContext
 from harness.reward import RewardScorer
 from harness.store import read_jsonl, write_jsonl
@@ -28,7 +28,8 @@ SCORED_SAMPLES = "scored_samples.jsonl"
 class SamplesConfig(SamplingConfig):
     """Sampling from the SFT policy. Default k=16: the paper's."""
 
-    k: int = field(default=16, metadata={"help": "responses sampled per prompt"})
+    k: int = field(default=16, metadata={"help": "responses sampled per prompt (rs.k, rsdpo.k, dpo-bw.k may use "
+                                         "only the first of them)"})
 
 
 @dataclass
@@ -47,7 +48,8 @@ class Samples(Method):
     def run(self, ctx: StageContext) -> dict:
         cfg: SamplesConfig = ctx.config
         prompts = read_stage_records(ctx.input("prompts"), "prompts")
-        engine = HFEngine.load(str(ctx.input("sft") / POLICY_DIR), ctx.run.core.model, ctx.device)
+        engine = load_engine(str(ctx.input("sft") / POLICY_DIR), ctx.run.core.model, ctx.device, ctx.run.core.engine,
+                             ctx.run.core.tensor_parallel_size)
         # Append batch by batch: a killed stage resumes after its last whole batch.
         partial = ctx.dir / "samples.partial.jsonl"
         done_batches = _whole_batches(partial, cfg.batch_size * cfg.k)

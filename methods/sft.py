@@ -45,6 +45,7 @@ class SFT(Method):
     config_class = SFTConfig
     needs = ("demonstrations",)
     uses = ("model", "seed")
+    distributed = True  # a TRL trainer: --launcher accelerate runs it in N processes
 
     def run(self, ctx: StageContext) -> dict:
         demonstrations = read_stage_records(ctx.input("demonstrations"), "demonstrations")

@@ -72,6 +72,14 @@ def test_dpo_bw_pairs_the_best_and_worst_sample_of_each_prompt(run):
         assert pair["chosen_reward"] == max(rewards) and pair["rejected_reward"] == min(rewards)
 
 
+def test_pair_stats_name_the_selector_and_the_samples_used(run):
+    for method, selector in (("rsdpo", "threshold"), ("dpo-bw", "best_vs_worst")):
+        pair_stats = json.loads((stage(run, method) / "pair_stats.json").read_text())
+        assert (pair_stats["selection"], pair_stats["k"]) == (selector, 4)  # smoke: samples.k = 4, all used
+        assert (stats(run, method)["selection"], stats(run, method)["k"]) == (selector, 4)
+    assert stats(run, "rs")["k"] == 4
+
+
 def test_rs_fine_tunes_on_the_best_of_k(run):
     scored = read_jsonl(stage(run, "scored_samples") / "scored_samples.jsonl")
     selected = read_jsonl(stage(run, "rs") / "selected.jsonl")

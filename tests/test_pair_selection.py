@@ -15,6 +15,7 @@ from methods.pair_selection import (
     best_of_k,
     best_vs_worst_pairs,
     check_rewards,
+    mean_minus_std_pairs,
     pair_statistics,
     rsdpo_pairs,
 )
@@ -253,3 +254,62 @@ def test_benchmark_rsdpo_pairs(benchmark):
         selection.rejected_index[rows].tolist(), selection.reward_gap[rows].tolist(),
     ))
     assert got == brute_force_rsdpo(rewards[lo:hi], 1.0, 0.85)
+
+
+def test_mean_minus_2std_pairs_by_hand():
+    rewards = np.array([
+        [-10.0, -3.0, -3.0] + [1.0] * 13,  # mean -0.1875, std 2.855: target -5.898 is nearest -3 (first of two)
+        [1.0] * 16,                        # all equal: no pair
+        [0.0] * 15 + [4.0],                # mean 0.25, std 0.968: target -1.686 is nearest 0 (first of 15)
+    ])
+    selection = mean_minus_std_pairs(rewards)
+    assert as_tuples(selection) == [(0, 3, 1, 4.0), (2, 15, 0, 4.0)]  # the minimum -10 is not the rejected one
+    assert (selection.num_prompts, selection.k) == (3, 16)
+    # num_std=0 rejects the sample nearest the mean; in row 0 that is a 1.0 as good as the best: no pair.
+    assert mean_minus_std_pairs(rewards, num_std=0.0).pairs_per_prompt().tolist() == [0, 0, 1]
+
+
+def test_mean_minus_2std_pairs_match_loop():
+    rewards = np.random.default_rng(9).normal(size=(200, 16))
+    expected = []
+    for p, row in enumerate(rewards.tolist()):
+        mean = sum(row) / len(row)
+        std = math.sqrt(sum((x - mean) ** 2 for x in row) / len(row))
+        best = max(range(16), key=lambda j: (row[j], -j))
+        rejected = min(range(16), key=lambda j: (abs(row[j] - (mean - 2 * std)), j))
+        if row[best] > row[rejected]:
+            expected.append((p, best, rejected, row[best] - row[rejected]))
+    got = as_tuples(mean_minus_std_pairs(rewards))
+    assert [t[:3] for t in got] == [t[:3] for t in expected]
+    assert [t[3] for t in got] == pytest.approx([t[3] for t in expected])
+    # k=16 normal rewards: the minimum is usually nearest mean - 2 std, but not always (7 of these 200 prompts).
+    assert sum(a[2] != b[2] for a, b in zip(got, as_tuples(best_vs_worst_pairs(rewards)))) > 0
+
+
+def test_with_few_samples_mean_minus_2std_is_best_vs_worst():
+    rewards = np.random.default_rng(10).normal(size=(500, 4))  # k <= 5: mean - 2 std is below every sample
+    assert as_tuples(mean_minus_std_pairs(rewards)) == as_tuples(best_vs_worst_pairs(rewards))
+
+
+def test_mean_minus_std_rejects_bad_num_std():
+    with pytest.raises(ValueError, match="num_std must be a finite number >= 0"):
+        mean_minus_std_pairs(np.zeros((1, 3)), num_std=-1.0)
+
+
+def test_pair_selectors_are_registered_plugins_with_one_interface():
+    from types import SimpleNamespace
+
+    from harness.registry import UnknownPlugin, pair_selectors
+
+    assert {"threshold", "best_vs_worst", "mean_minus_2std"} <= set(pair_selectors.names())
+    rewards = np.random.default_rng(11).normal(size=(50, 8))
+    config = SimpleNamespace(tau=0.5, eta=0.7)  # what a method's config section offers; extras are ignored
+    expected = {
+        "threshold": rsdpo_pairs(rewards, tau=0.5, eta=0.7),
+        "best_vs_worst": best_vs_worst_pairs(rewards),
+        "mean_minus_2std": mean_minus_std_pairs(rewards, num_std=2.0),
+    }
+    for name, selection in expected.items():
+        assert as_tuples(pair_selectors.get(name)(rewards, config)) == as_tuples(selection), name
+    with pytest.raises(UnknownPlugin, match="did you mean 'threshold'"):
+        pair_selectors.get("treshold")
