@@ -26,8 +26,8 @@ from evals.length_control import length_controlled_win_rate
 from evals.mt_bench import policy_name
 from evals.published import ALPACA_DRAW, win_rate_summary
 from harness.data.records import DataError
-from harness.engines import SamplingConfig, load_engine
-from harness.method import POLICY_DIR, Method, StageContext
+from harness.engines import SamplingConfig, load_policy_engine
+from harness.method import Method, StageContext
 from harness.store import read_jsonl, write_json, write_jsonl
 
 OUTPUTS = "model_outputs.json"
@@ -122,9 +122,7 @@ class AlpacaEvalAnswers(Method):
     def run(self, ctx: StageContext) -> dict:
         cfg: AlpacaEvalAnswersConfig = ctx.config
         records, described = select_instructions(cfg)
-        core = ctx.run.core
-        engine = load_engine(str(ctx.input("policy") / POLICY_DIR), core.model, ctx.device, core.engine,
-                             core.tensor_parallel_size, ctx.seed)
+        engine = load_policy_engine(ctx)
         groups = engine.generate([[{"role": "user", "content": r["instruction"]}] for r in records], 1, cfg,
                                  ctx.seed, desc="alpaca_eval answers")
         generator = policy_name(ctx)
@@ -192,6 +190,7 @@ Do not let the order in which the outputs are shown, or their length, sway you.
 
 Reply with exactly one of: "Output (a)", "Output (b)" or "Tie"."""
 
+REPLY_PREFIX = "Output ("  # with judge.reply_prefix the judge's reply starts here: it can only pick a side
 CHOICE = re.compile(r"output\s*\(?\s*([ab])\s*\)?|\b(tie)\b", re.IGNORECASE)
 
 
@@ -233,7 +232,7 @@ class AlpacaEval(Method):
         judge = build_judge(cfg.judge)
         requests = [pairwise_messages(o["instruction"], o["reference_output"], o["output"], first)
                     for o, first in zip(outputs, order)]
-        replies, usage = judge.complete_all(requests, desc=f"judge {ctx.name}")
+        replies, usage = judge.complete_all(requests, desc=f"judge {ctx.name}", prefix=REPLY_PREFIX)
         annotations = []
         for o, first, repeats in zip(outputs, order, replies):
             texts = [r.text for r in repeats if r.text is not None]

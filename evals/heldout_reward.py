@@ -7,13 +7,14 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import ClassVar
 
 import numpy as np
 from tqdm.auto import tqdm
 
 from harness.data.stages import read_stage_records
-from harness.engines import SamplingConfig, load_engine
-from harness.method import POLICY_DIR, Method, StageContext
+from harness.engines import SamplingConfig, load_policy_engine
+from harness.method import Method, StageContext
 from harness.reward import RewardScorer
 from harness.statistics import bootstrap_mean
 from harness.store import read_jsonl, write_jsonl
@@ -37,35 +38,46 @@ class HeldoutReward(Method):
     produces = "evaluation"
     evaluates_policies = True
 
+    # What a subclass changes to score other answers with another reward model (evals/harmless.py).
+    reward_model_stage: ClassVar[str] = "reward_model"
+    scores_file: ClassVar[str] = SCORES
+
     def run(self, ctx: StageContext) -> dict:
         cfg: HeldoutRewardConfig = ctx.config
         prompts = read_stage_records(ctx.input("heldout_prompts"), "heldout_prompts")
-        engine = load_engine(str(ctx.input("policy") / POLICY_DIR), ctx.run.core.model, ctx.device,
-                             ctx.run.core.engine, ctx.run.core.tensor_parallel_size)
-        groups = engine.generate([p["prompt"] for p in prompts], cfg.n, cfg, ctx.seed, desc="held-out samples")
-        del engine  # free the policy before loading the reward model
-        rows = [
-            {"prompt_id": p["id"], "sample_id": i, "prompt": p["prompt"], "text": c.text,
-             "token_count": c.token_count, "finish_reason": c.finish_reason}
-            for p, completions in zip(prompts, groups) for i, c in enumerate(completions)
-        ]
-        scorer = RewardScorer(reward_model_path(ctx.input("reward_model")), ctx.run.core.model, ctx.device,
-                              cfg.score_batch_size)
-        with tqdm(total=len(rows), desc="score held-out samples", unit="seq") as bar:
+        rows = sample_answers(ctx, prompts, cfg.n, cfg, desc="held-out samples")
+        return {**self.score(ctx, rows, cfg.score_batch_size), "samples_per_prompt": cfg.n}
+
+    def score(self, ctx: StageContext, rows: list[dict], batch_size: int) -> dict:
+        """Score answer rows with the reward model, write them with their rewards, and summarize."""
+        scorer = RewardScorer(reward_model_path(ctx.input(self.reward_model_stage)), ctx.run.core.model, ctx.device,
+                              batch_size)
+        with tqdm(total=len(rows), desc=f"score {ctx.name}", unit="seq") as bar:
             rewards = scorer.score([r["prompt"] + [{"role": "assistant", "content": r["text"]}] for r in rows], bar)
-        write_jsonl(ctx.dir / SCORES, ({**r, "reward": w} for r, w in zip(rows, rewards)))
+        write_jsonl(ctx.dir / self.scores_file, ({**r, "reward": w} for r, w in zip(rows, rewards)))
         per_prompt = self.per_prompt_scores(ctx.dir)
         return {
             "reward": bootstrap_mean(list(per_prompt.values()), seed=ctx.seed),
-            "prompts": len(prompts),
-            "samples_per_prompt": cfg.n,
+            "prompts": len(per_prompt),
             "mean_token_count": float(np.mean([r["token_count"] for r in rows])),
         }
 
-    @staticmethod
-    def per_prompt_scores(stage_dir: Path) -> dict[str, float]:
-        """Mean reward per held-out prompt: the items paired comparisons between policies use."""
+    @classmethod
+    def per_prompt_scores(cls, stage_dir: Path) -> dict[str, float]:
+        """Mean reward per prompt: the items paired comparisons between policies use."""
         by_prompt: dict[str, list[float]] = {}
-        for row in read_jsonl(Path(stage_dir) / SCORES):
+        for row in read_jsonl(Path(stage_dir) / cls.scores_file):
             by_prompt.setdefault(row["prompt_id"], []).append(row["reward"])
         return {prompt: float(np.mean(values)) for prompt, values in by_prompt.items()}
+
+
+def sample_answers(ctx: StageContext, prompts: list[dict], n: int, sampling: SamplingConfig, desc: str) -> list[dict]:
+    """``n`` answers of the stage's policy to each prompt record, one row per answer, seeded by the run."""
+    engine = load_policy_engine(ctx)
+    groups = engine.generate([p["prompt"] for p in prompts], n, sampling, ctx.seed, desc=desc)
+    del engine  # free the policy before a reward model is loaded
+    return [
+        {"prompt_id": p["id"], "sample_id": i, "prompt": p["prompt"], "text": c.text,
+         "token_count": c.token_count, "finish_reason": c.finish_reason}
+        for p, completions in zip(prompts, groups) for i, c in enumerate(completions)
+    ]

@@ -57,6 +57,12 @@ class JudgeConfig:
     )
     temperature: float = field(default=0.0, metadata={"help": "sampling temperature of the judge"})
     max_tokens: int = field(default=2048, metadata={"help": "longest judgment, in tokens (FastChat: 2048)"})
+    reply_prefix: bool = field(
+        default=False,
+        metadata={"help": "start the judge's reply with the benchmark's answer format (AlpacaEval 'Output (', "
+                  "MT-Bench 'Rating: [[') so that it answers in format and nothing else: for small local judges "
+                  "that rarely do otherwise; needs backend=local (the judge's chat template is rendered here)"},
+    )
     repeats: int = field(
         default=1, metadata={"help": "judge every item this many times and keep the median (GPT-4 varies at T=0)"}
     )
@@ -79,6 +85,11 @@ class JudgeConfig:
         default=True,
         metadata={"help": "backend=local: serve concurrent calls in one batch (on 2 CPU cores: ~32 instead of ~13 "
                   "tokens/s with 8 calls in flight)"},
+    )
+    local_kv_cache_tokens: int = field(
+        default=16384,
+        metadata={"help": "backend=local with continuous batching: KV-cache size in tokens (blocks of 32); left to "
+                  "itself the server sizes it for a GPU and takes ~12 GiB of RAM on a CPU"},
     )
     local_start_timeout_s: float = field(
         default=300.0, metadata={"help": "backend=local: how long to wait for the server's /health"}
@@ -182,8 +193,10 @@ class ChatJudge:
     """Chat completions from one OpenAI-compatible endpoint, cached, concurrent, retried."""
 
     def __init__(self, cfg: JudgeConfig, base_url: str | None, model: str, cache: JudgeCache | None = None,
-                 extra_body: dict | None = None, label: str | None = None):
+                 extra_body: dict | None = None, label: str | None = None,
+                 render: Callable[[Messages], str] | None = None):
         self.cfg = cfg
+        self.render = render  # chat messages -> the judge's prompt text; needed to start its reply for it
         self.base_url = base_url
         self.model = model
         self.cache = cache or default_cache()
@@ -194,7 +207,8 @@ class ChatJudge:
 
     def describe(self) -> dict:
         return {"model": self.label, "backend": self.cfg.backend, "base_url": self.base_url or "https://api.openai.com/v1",
-                "temperature": self.cfg.temperature, "max_tokens": self.cfg.max_tokens, "repeats": self.cfg.repeats}
+                "temperature": self.cfg.temperature, "max_tokens": self.cfg.max_tokens, "repeats": self.cfg.repeats,
+                "reply_prefix": self.cfg.reply_prefix}
 
     def client(self):
         with self._lock:
@@ -210,12 +224,25 @@ class ChatJudge:
                 self._client = OpenAI(base_url=self.base_url, api_key=key, timeout=self.cfg.timeout_s, max_retries=0)
             return self._client
 
-    def params(self, repeat: int) -> dict:
+    def params(self, repeat: int, prefix: str | None = None) -> dict:
         return {"temperature": self.cfg.temperature, "max_tokens": self.cfg.max_tokens, "repeat": repeat,
-                **({"extra_body": self.extra_body} if self.extra_body else {})}
+                **({"extra_body": self.extra_body} if self.extra_body else {}),
+                **({"reply_prefix": prefix} if prefix else {})}
 
-    def complete(self, messages: Messages, repeat: int = 0) -> JudgeReply:
-        params = self.params(repeat)
+    def _request(self, messages: Messages, prefix: str | None) -> tuple[str | None, object]:
+        """One call: chat completions, or, to start the reply with ``prefix``, a text completion of the
+        rendered chat prompt followed by the prefix. Returns (reply text, usage)."""
+        common = {"model": self.model, "temperature": self.cfg.temperature, "max_tokens": self.cfg.max_tokens,
+                  "extra_body": self.extra_body or None}
+        if prefix:
+            response = self.client().completions.create(prompt=self.render(messages) + prefix, **common)
+            text = response.choices[0].text if response.choices else None
+            return (None if text is None else prefix + text), response.usage
+        response = self.client().chat.completions.create(messages=messages, **common)
+        return (response.choices[0].message.content if response.choices else None), response.usage
+
+    def complete(self, messages: Messages, repeat: int = 0, prefix: str | None = None) -> JudgeReply:
+        params = self.params(repeat, prefix)
         key = JudgeCache.key(self.label, messages, params)
         hit = self.cache.get(key)
         if hit is not None:
@@ -225,20 +252,15 @@ class ChatJudge:
             if attempt:
                 time.sleep(self.cfg.backoff_s * 2 ** (attempt - 1))
             try:
-                response = self.client().chat.completions.create(
-                    model=self.model, messages=messages, temperature=self.cfg.temperature,
-                    max_tokens=self.cfg.max_tokens, extra_body=self.extra_body or None,
-                )
+                text, usage = self._request(messages, prefix)
             except JudgeError:
                 raise
             except Exception as err:  # openai raises connection, time-out and status errors; all are retried
                 error = f"{type(err).__name__}: {err}".splitlines()[0][:300]
                 continue
-            text = response.choices[0].message.content if response.choices else None
             if text is None:
                 error = "the endpoint returned no message content"
                 continue
-            usage = response.usage
             reply = JudgeReply(text, None, getattr(usage, "prompt_tokens", 0) or 0,
                                getattr(usage, "completion_tokens", 0) or 0)
             self.cache.put(key, {"model": self.label, "messages": messages, "params": params, "text": text,
@@ -247,9 +269,15 @@ class ChatJudge:
         return JudgeReply(None, error)
 
     def complete_all(self, requests: Sequence[Messages], on_reply: Callable[[int, JudgeReply], None] | None = None,
-                     desc: str = "judge") -> tuple[list[list[JudgeReply]], JudgeUsage]:
-        """Every request ``repeats`` times; replies[i][r] is request i's r-th repeat."""
+                     desc: str = "judge", prefix: str | None = None) -> tuple[list[list[JudgeReply]], JudgeUsage]:
+        """Every request ``repeats`` times; replies[i][r] is request i's r-th repeat. With ``prefix`` (and
+        ``reply_prefix`` on) every reply starts with it."""
         from tqdm.auto import tqdm
+
+        prefix = prefix if self.cfg.reply_prefix else None
+        if prefix and self.render is None:
+            raise JudgeError(f"judge.reply_prefix needs a judge whose chat template the harness can render "
+                             f"(backend=local); {self.label} at {self.base_url or 'OpenAI'} is backend={self.cfg.backend}")
 
         jobs = [(i, r) for i in range(len(requests)) for r in range(self.cfg.repeats)]
         replies: list[list[JudgeReply | None]] = [[None] * self.cfg.repeats for _ in requests]
@@ -257,7 +285,7 @@ class ChatJudge:
         started = time.perf_counter()
         with ThreadPoolExecutor(max_workers=max(1, self.cfg.concurrency)) as pool, \
                 tqdm(total=len(jobs), desc=desc, unit="call") as bar:
-            futures = {pool.submit(self.complete, requests[i], r): (i, r) for i, r in jobs}
+            futures = {pool.submit(self.complete, requests[i], r, prefix): (i, r) for i, r in jobs}
             for future in futures:  # collected in submission order; all run concurrently
                 i, r = futures[future]
                 reply = future.result()
@@ -292,12 +320,15 @@ def free_port() -> int:
 class LocalServer:
     """`transformers serve MODEL` on 127.0.0.1 at a free port; ``start`` waits for /health."""
 
+    KV_BLOCK_TOKENS = 32
+
     def __init__(self, model: str, device: str = "cpu", dtype: str = "float32", continuous_batching: bool = False,
-                 log_dir: Path | None = None):
+                 kv_cache_tokens: int = 16384, log_dir: Path | None = None):
         self.model = model
         self.device = device
         self.dtype = dtype
         self.continuous_batching = continuous_batching
+        self.kv_cache_tokens = kv_cache_tokens
         self.port = free_port()
         self.log_path = Path(log_dir or cache_root() / "judge_servers") / f"transformers-serve-{self.port}.log"
         self.process: subprocess.Popen | None = None
@@ -313,7 +344,9 @@ class LocalServer:
                              "(or install this package with its [serve] extra)")
         return [str(executable), "serve", self.model, "--host", "127.0.0.1", "--port", str(self.port),
                 "--device", self.device, "--dtype", self.dtype, "--log-level", "warning",
-                *(["--continuous-batching"] if self.continuous_batching else [])]
+                *(["--continuous-batching", "--cb-block-size", str(self.KV_BLOCK_TOKENS),
+                   "--cb-num-blocks", str(max(1, self.kv_cache_tokens // self.KV_BLOCK_TOKENS))]
+                  if self.continuous_batching else [])]
 
     def start(self, timeout_s: float = 300.0) -> LocalServer:
         self.log_path.parent.mkdir(parents=True, exist_ok=True)
@@ -365,11 +398,12 @@ _servers_lock = threading.Lock()
 
 def local_server(model_dir: str, cfg: JudgeConfig) -> LocalServer:
     """One running server per (model, device) for this process: every judging stage of a run shares it."""
-    key = (model_dir, cfg.local_device, cfg.local_continuous_batching)
+    key = (model_dir, cfg.local_device, cfg.local_continuous_batching, cfg.local_kv_cache_tokens)
     with _servers_lock:
         server = _local_servers.get(key)
         if server is None or server.process is None or server.process.poll() is not None:
-            server = LocalServer(model_dir, cfg.local_device, continuous_batching=cfg.local_continuous_batching)
+            server = LocalServer(model_dir, cfg.local_device, continuous_batching=cfg.local_continuous_batching,
+                                 kv_cache_tokens=cfg.local_kv_cache_tokens)
             server.start(cfg.local_start_timeout_s)
             _local_servers[key] = server
         return server
@@ -394,7 +428,16 @@ def local_judge(cfg: JudgeConfig) -> ChatJudge:
     server = local_server(served, cfg)
     # transformers serve samples greedily unless told to sample (FACTS.md): ask for it when T > 0.
     extra = {"generation_config": json.dumps({"do_sample": True})} if cfg.temperature > 0 else None
-    return ChatJudge(cfg, server.base_url, served, extra_body=extra, label=f"{cfg.model} (local transformers serve)")
+    return ChatJudge(cfg, server.base_url, served, extra_body=extra, label=f"{cfg.model} (local transformers serve)",
+                     render=chat_renderer(served))
+
+
+def chat_renderer(model_dir: str) -> Callable[[Messages], str]:
+    """The served model's own chat template, ending where its reply starts."""
+    from transformers import AutoTokenizer
+
+    tokenizer = AutoTokenizer.from_pretrained(model_dir)
+    return lambda messages: tokenizer.apply_chat_template(messages, tokenize=False, add_generation_prompt=True)
 
 
 def build_judge(cfg: JudgeConfig) -> ChatJudge:

@@ -23,8 +23,8 @@ import numpy as np
 from evals import mt_bench_data
 from evals.judges import JudgeConfig, build_judge
 from evals.published import UNPARSED_SCORE, mtbench_scores
-from harness.engines import SamplingConfig, load_engine
-from harness.method import POLICY_DIR, Method, StageContext
+from harness.engines import SamplingConfig, load_policy_engine
+from harness.method import Method, StageContext
 from harness.statistics import bootstrap_mean
 from harness.store import read_jsonl, write_jsonl
 
@@ -100,9 +100,7 @@ class MTBenchAnswers(Method):
     def run(self, ctx: StageContext) -> dict:
         cfg: MTBenchAnswersConfig = ctx.config
         questions, described = select_questions(cfg)
-        core = ctx.run.core
-        engine = load_engine(str(ctx.input("policy") / POLICY_DIR), core.model, ctx.device, core.engine,
-                             core.tensor_parallel_size, ctx.seed)
+        engine = load_policy_engine(ctx)
         turns: dict[int, list] = {q["question_id"]: [] for q in questions}
         for turn in (0, 1):
             for temperature, group in self._by_temperature(questions, cfg).items():
@@ -184,6 +182,8 @@ def build_judge_messages(question: dict, answer_turns: list[str], turn: int, pro
     return name, [{"role": "system", "content": prompt["system_prompt"]}, {"role": "user", "content": user}]
 
 
+# With judge.reply_prefix the judge's reply starts with FastChat's rating format, skipping its explanation.
+REPLY_PREFIX = "Rating: [["
 SCORE = re.compile(r"\[\[(\d+\.?\d*)\]\]")
 SCORE_BACKUP = re.compile(r"\[(\d+\.?\d*)\]")
 
@@ -221,7 +221,7 @@ class MTBench(Method):
                 name, messages = build_judge_messages(q, answer_turns, turn, prompts, references)
                 items.append((q, turn, name, messages))
         judge = build_judge(cfg.judge)
-        replies, usage = judge.complete_all([m for *_, m in items], desc=f"judge {ctx.name}")
+        replies, usage = judge.complete_all([m for *_, m in items], desc=f"judge {ctx.name}", prefix=REPLY_PREFIX)
         model_id = next(iter(answers.values()))["model_id"] if answers else ctx.name
         rows = []
         for (q, turn, name, messages), repeats in zip(items, replies):

@@ -60,8 +60,8 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument("--dry-run", action="store_true",
                      help="print how each stage would run (the exact accelerate commands) and run nothing")
     run.add_argument("--judge-repeats", type=int, metavar="N",
-                     help="judge every MT-Bench / AlpacaEval item N times and keep the median "
-                          "(sets mt_bench.judge.repeats and alpaca_eval.judge.repeats)")
+                     help="judge every MT-Bench / AlpacaEval / unsafe-share item N times and keep the median "
+                          "(sets <benchmark>.judge.repeats of every judged benchmark)")
 
     evaluation = commands.add_parser("eval", help="summarize published judgment files (FastChat, alpaca_eval)")
     formats = evaluation.add_subparsers(dest="importer", required=True, metavar="IMPORTER")
@@ -164,6 +164,11 @@ def command_run(args: argparse.Namespace) -> int:
     from reports.build import build_report
 
     build_report(outcome.store.root)
+    main_table = outcome.store.root / "report" / "tables" / "main.md"
+    if main_table.is_file():  # the paper's table, as the report wrote it
+        print()
+        print(main_table.read_text(encoding="utf-8").rstrip())
+        print()
     print(f"report: {outcome.store.root / 'report' / 'index.html'}")
     return 0
 

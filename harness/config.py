@@ -51,6 +51,14 @@ class DataConfig:
     preferences: SourceConfig = field(default_factory=SourceConfig)
     prompts: SourceConfig = field(default_factory=lambda: SourceConfig(path="seed:preferences"))
     heldout_prompts: SourceConfig = field(default_factory=SourceConfig)
+    # Harmlessness (read only when a harmless_* stage runs): Anthropic HH-RLHF harmless-base, pairs from its
+    # train split for the harmless reward model, prompts from its test split for the evaluations.
+    harmless_preferences: SourceConfig = field(
+        default_factory=lambda: SourceConfig(path="Anthropic/hh-rlhf", subset="harmless-base", split="train")
+    )
+    harmless_prompts: SourceConfig = field(
+        default_factory=lambda: SourceConfig(path="Anthropic/hh-rlhf", subset="harmless-base", split="test")
+    )
 
 
 @dataclass
@@ -295,16 +303,21 @@ def valid_keys(schema: dict[str, Any]) -> list[str]:
     return keys
 
 
-def describe_fields(cls: type, prefix: str = "") -> list[tuple[str, Any, str]]:
-    """(dotted key, default, help) for every leaf field of a config dataclass: what ``harness list`` prints."""
+def describe_fields(cls: type, prefix: str = "", defaults: Any = None) -> list[tuple[str, Any, str]]:
+    """(dotted key, default, help) for every leaf field of a config dataclass: what ``harness list`` prints.
+    A nested section's defaults are those of the instance its parent makes (``data.prompts.path`` is
+    'seed:preferences', not SourceConfig's own 'seed')."""
     rows = []
     hints = typing.get_type_hints(cls)
     for f in _fields(cls):
         key = _join(prefix, f.name)
-        if dataclasses.is_dataclass(hints[f.name]):
-            rows.extend(describe_fields(hints[f.name], key))
+        if defaults is not None:
+            default = getattr(defaults, f.name)
         else:
             default = f.default if f.default is not dataclasses.MISSING else f.default_factory()  # type: ignore[misc]
+        if dataclasses.is_dataclass(hints[f.name]):
+            rows.extend(describe_fields(hints[f.name], key, default))
+        else:
             rows.append((key, default, f.metadata.get("help", "")))
     return rows
 

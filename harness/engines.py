@@ -173,3 +173,13 @@ def rollout_engine(policy, tokenizer, path: str, model_cfg: ModelConfig, device:
         loaded = HFEngine(policy, tokenizer, device)
     loaded.selection = reason
     return loaded
+
+
+def load_policy_engine(ctx, input_name: str = "policy"):
+    """The engine over the policy a stage reads (an evaluation's ``policy``, sampling's ``sft``), as the run's
+    core settings (engine, tensor parallel size) ask."""
+    from harness.method import POLICY_DIR
+
+    core = ctx.run.core
+    return load_engine(str(ctx.input(input_name) / POLICY_DIR), core.model, ctx.device, core.engine,
+                       core.tensor_parallel_size, ctx.seed)

@@ -91,11 +91,14 @@ def run_harness(args: list[str], cwd: Path, log: Path) -> None:
 
 def measure_baseline(cwd: Path) -> int:
     """Peak RSS of a fresh interpreter that imports what every stage process imports, before any model."""
-    code = f"{BASELINE_IMPORTS}; import resource; print(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss)"
+    # VmHWM, not ru_maxrss: Linux carries ru_maxrss across fork and exec, so a child of a large process (a
+    # `harness run` 10 GiB in) would report its parent's peak; VmHWM belongs to the new address space.
+    code = (f"{BASELINE_IMPORTS}; print(next(line.split()[1] for line in open('/proc/self/status') "
+            "if line.startswith('VmHWM:')))")
     result = subprocess.run([sys.executable, "-c", code], cwd=cwd, capture_output=True, text=True, check=False)
     if result.returncode != 0:
         raise ProfileError(f"measuring the process baseline failed: {result.stderr.strip().splitlines()[-1:]}")
-    return int(result.stdout.strip().splitlines()[-1]) * 1024  # ru_maxrss is in KiB on Linux
+    return int(result.stdout.strip().splitlines()[-1]) * 1024  # VmHWM is in kB
 
 
 def stage_profile(run_dir: Path, stage: str) -> dict:

@@ -11,6 +11,7 @@ import json
 import random
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import ClassVar
 
 from tqdm.auto import tqdm
 
@@ -47,14 +48,17 @@ class RewardModelConfig(TrainingConfig):
         metadata={"help": "train on only the first N training pairs (None: all); held-out pairs unchanged"},
     )
 
+    section: ClassVar[str] = "reward_model"  # the config section errors name (subclasses: their own)
+
     def __post_init__(self):
+        s = self.section
         if not 0.0 <= self.label_noise <= 1.0:
-            raise ConfigError(f"'reward_model.label_noise' must be in [0, 1]; found {self.label_noise}")
+            raise ConfigError(f"'{s}.label_noise' must be in [0, 1]; found {self.label_noise}")
         if self.max_pairs is not None and self.max_pairs < 1:
-            raise ConfigError(f"'reward_model.max_pairs' must be at least 1 (or null for all); found {self.max_pairs}")
+            raise ConfigError(f"'{s}.max_pairs' must be at least 1 (or null for all); found {self.max_pairs}")
         if self.pretrained and (self.label_noise or self.max_pairs is not None):
-            raise ConfigError("'reward_model.label_noise' and 'reward_model.max_pairs' degrade training; "
-                              "they do nothing with 'reward_model.pretrained' set")
+            raise ConfigError(f"'{s}.label_noise' and '{s}.max_pairs' degrade training; "
+                              f"they do nothing with '{s}.pretrained' set")
 
 
 def split_heldout(pairs: list[dict], fraction: float, seed: int) -> tuple[list[dict], list[dict]]:
@@ -95,13 +99,14 @@ class RewardModel(Method):
     description = "reward model on preference pairs (TRL RewardTrainer) or an existing one; held-out accuracy"
     config_class = RewardModelConfig
     needs = ("preferences",)
+    preferences_stage: ClassVar[str] = "preferences"  # the data stage it trains on (one of ``needs``)
     uses = ("model", "seed")
     distributed = True  # a TRL trainer: --launcher accelerate runs it in N processes
     produces = "reward_model"
 
     def run(self, ctx: StageContext) -> dict:
         cfg: RewardModelConfig = ctx.config
-        pairs = read_stage_records(ctx.input("preferences"), "preferences")
+        pairs = read_stage_records(ctx.input(self.preferences_stage), self.preferences_stage)
         train, heldout = split_heldout(pairs, cfg.heldout_fraction, ctx.seed)  # before degrading: clean held-out
         train, flipped = degrade(train, cfg.label_noise, cfg.max_pairs, ctx.seed)
         write_json(ctx.dir / "flipped_pairs.json", flipped)

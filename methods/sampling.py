@@ -14,8 +14,8 @@ import numpy as np
 from tqdm.auto import tqdm
 
 from harness.data.stages import read_stage_records
-from harness.engines import SamplingConfig, load_engine
-from harness.method import POLICY_DIR, Method, StageContext
+from harness.engines import SamplingConfig, load_policy_engine
+from harness.method import Method, StageContext
 from harness.reward import RewardScorer
 from harness.store import read_jsonl, write_jsonl
 from methods.reward_model import reward_model_path
@@ -48,8 +48,7 @@ class Samples(Method):
     def run(self, ctx: StageContext) -> dict:
         cfg: SamplesConfig = ctx.config
         prompts = read_stage_records(ctx.input("prompts"), "prompts")
-        engine = load_engine(str(ctx.input("sft") / POLICY_DIR), ctx.run.core.model, ctx.device, ctx.run.core.engine,
-                             ctx.run.core.tensor_parallel_size)
+        engine = load_policy_engine(ctx, "sft")
         # Append batch by batch: a killed stage resumes after its last whole batch.
         partial = ctx.dir / "samples.partial.jsonl"
         done_batches = _whole_batches(partial, cfg.batch_size * cfg.k)

@@ -20,6 +20,8 @@ REQUIRED_EVALUATION_FIELDS = {
     "heldout_reward": ("reward.mean", "reward.ci_low", "reward.ci_high"),
     "mt_bench": ("turn_1", "turn_2", "overall"),
     "alpaca_eval": ("win_rate", "standard_error"),
+    "harmless_reward": ("reward.mean", "reward.ci_low", "reward.ci_high"),
+    "unsafe_share": ("unsafe_share", "parse_failure_rate"),
 }
 
 

@@ -1,9 +1,10 @@
 """The report's tables as pandas DataFrames: raw numbers for CSV, formatted text for Markdown, LaTeX, HTML.
 
-(a) main: per method MT-Bench turn 1 / turn 2 / average, AlpacaEval win rate +- SE, held-out reward, and
-what each method trained on; (b) memory: peak memory and wall time per method and phase, measured and
-estimated; (c) ablations: one table per swept key; (d) reward model accuracy and pair statistics; plus the
-paired differences (read from results.json, never recomputed), MT-Bench per category, AlpacaEval per source.
+(a) main: per method MT-Bench turn 1 / turn 2 / average, AlpacaEval win rate +- SE, held-out reward (and, when
+run, harmless reward and unsafe share), and what each method trained on; (b) memory: peak memory and wall time
+per method and phase, measured and estimated; (c) ablations: one table per swept key; (d) reward model accuracy
+and pair statistics; plus the paired differences (read from results.json, never recomputed), MT-Bench per
+category, AlpacaEval per source.
 """
 
 from __future__ import annotations
@@ -140,6 +141,8 @@ def main_table(run: RunData, published: list[dict] | None = None) -> Table:
             "alpaca_eval_n_total": ae.get("n_total"),
             "heldout_reward": get_path(hr, "reward.mean"), "heldout_reward_ci_low": get_path(hr, "reward.ci_low"),
             "heldout_reward_ci_high": get_path(hr, "reward.ci_high"), "heldout_prompts": get_path(hr, "reward.n"),
+            **harmlessness_columns(run.evaluation(name, "harmless_reward") or {},
+                                   run.evaluation(name, "unsafe_share") or {}),
         }
         rows.append(row)
         shown.append(_main_display(row, present, bool(published)))
@@ -153,7 +156,7 @@ def main_table(run: RunData, published: list[dict] | None = None) -> Table:
             "alpaca_eval_win_rate": ref.get("alpaca_eval_win_rate"),
             "alpaca_eval_standard_error": ref.get("alpaca_eval_standard_error"), "alpaca_eval_n_total": None,
             "heldout_reward": None, "heldout_reward_ci_low": None, "heldout_reward_ci_high": None,
-            "heldout_prompts": None,
+            "heldout_prompts": None, **harmlessness_columns({}, {}),
         }
         rows.append(row)
         shown.append(_main_display(row, present + ["mt_bench", "alpaca_eval"], True))
@@ -163,6 +166,7 @@ def main_table(run: RunData, published: list[dict] | None = None) -> Table:
             "error; held-out reward: reward-model score of fresh samples on held-out prompts, 95% bootstrap CI.")
     if missing:
         note += f" Not evaluated in this run: {', '.join(missing)}."
+    note += harmlessness_note(run, rows, present)
     unparsed = [f"{r['method']} {100 * r['mt_bench_parse_failure_rate']:.0f}%" for r in rows
                 if r["source"] == "ours" and (number(r["mt_bench_parse_failure_rate"]) or 0) > 0]
     if unparsed:
@@ -171,6 +175,33 @@ def main_table(run: RunData, published: list[dict] | None = None) -> Table:
         note += " Rows marked 'published' are the paper's reported numbers, shown for reference only: they are " \
                 "not ours, were measured on another setup, and enter no statistic or plot."
     return _table("main", "Main results (the paper's table)", note, rows, shown)
+
+
+def harmlessness_columns(hr: dict, us: dict) -> dict:
+    """The main table's harmlessness columns: harmless reward-model score and the judge's unsafe share."""
+    return {
+        "harmless_reward": get_path(hr, "reward.mean"), "harmless_reward_ci_low": get_path(hr, "reward.ci_low"),
+        "harmless_reward_ci_high": get_path(hr, "reward.ci_high"), "harmless_prompts": get_path(hr, "reward.n"),
+        "unsafe_share": us.get("unsafe_share"), "unsafe_share_ci_low": get_path(us, "unsafe_share_ci.ci_low"),
+        "unsafe_share_ci_high": get_path(us, "unsafe_share_ci.ci_high"),
+        "unsafe_share_parse_failure_rate": us.get("parse_failure_rate"),
+    }
+
+
+def harmlessness_note(run: RunData, rows: list[dict], present: list[str]) -> str:
+    """What the harmlessness columns mean, when the run has them (empty otherwise)."""
+    note = ""
+    if "harmless_reward" in present:
+        note += (" Harmless reward: the harmless reward model's score (trained on harmlessness pairs, separate "
+                 "from the helpful one) of each policy's answers to harmless prompts, 95% bootstrap CI.")
+    if "unsafe_share" in present:
+        note += (" Unsafe %: share of those answers the judge calls UNSAFE (unparseable verdicts left out), "
+                 f"95% bootstrap CI; judge {judge_of(run, 'unsafe_share') or '?'}.")
+        unparsed = [f"{r['method']} {100 * r['unsafe_share_parse_failure_rate']:.0f}%" for r in rows
+                    if r["source"] == "ours" and (number(r["unsafe_share_parse_failure_rate"]) or 0) > 0]
+        if unparsed:
+            note += f" Unsafe-share verdicts that could not be parsed: {', '.join(unparsed)}."
+    return note
 
 
 def _main_display(row: dict, present: list[str], with_source: bool) -> dict:
@@ -187,6 +218,12 @@ def _main_display(row: dict, present: list[str], with_source: bool) -> dict:
     if "heldout_reward" in present:
         shown["Held-out reward [95% CI]"] = fmt_ci(row["heldout_reward"], row["heldout_reward_ci_low"],
                                                     row["heldout_reward_ci_high"], 3)
+    if "harmless_reward" in present:
+        shown["Harmless reward [95% CI]"] = fmt_ci(row["harmless_reward"], row["harmless_reward_ci_low"],
+                                                    row["harmless_reward_ci_high"], 3)
+    if "unsafe_share" in present:
+        shown["Unsafe % [95% CI]"] = fmt_ci(*(None if number(v) is None else 100 * v for v in (
+            row["unsafe_share"], row["unsafe_share_ci_low"], row["unsafe_share_ci_high"])), 1)
     if with_source:
         shown["Source"] = row["source"]
     return shown
@@ -205,7 +242,7 @@ def comparisons_table(run: RunData) -> Table | None:
             rows.append({"evaluation": evaluation, "difference": label, "mean": diff["mean"],
                          "ci_low": diff["ci_low"], "ci_high": diff["ci_high"], "level": diff.get("level"),
                          "n": diff.get("n"), "significant": significant})
-            digits = 3 if evaluation == "heldout_reward" else 2
+            digits = 3 if evaluation in ("heldout_reward", "harmless_reward", "unsafe_share") else 2
             level = number(diff.get("level"))
             shown.append({"Evaluation": evaluation, "Difference": label,
                           "Mean [CI]": fmt_ci(diff["mean"], diff["ci_low"], diff["ci_high"], digits),
@@ -451,6 +488,13 @@ def reward_model_table(run: RunData) -> Table | None:
     return _table("reward_model", "Reward model accuracy", note, rows, shown)
 
 
+SELECTION_RULES = {  # the pair selectors shipped in methods/pair_selection.py, as the table names them
+    "threshold": "sigmoid(gap/tau) > eta",
+    "best_vs_worst": "best vs worst",
+    "mean_minus_2std": "best vs nearest mean - 2 std",
+}
+
+
 def pair_table(run: RunData) -> Table | None:
     rows, shown = [], []
     for name in method_order(n for n, e in run.stages.items() if isinstance(get_path(e, "stats.pair_selection"), dict)):
@@ -461,8 +505,11 @@ def pair_table(run: RunData) -> Table | None:
         eta = run.setting(f"{base}.eta", point) if base == "rsdpo" else None
         tau = run.setting(f"{base}.tau", point) if base == "rsdpo" else None
         kept, possible = number(sel.get("pairs_kept")), number(sel.get("max_possible_pairs"))
-        row = {"stage": name, "rule": "sigmoid(gap/tau) > eta" if base == "rsdpo" else "best vs worst",
-               "eta": eta, "tau": tau, "min_reward_gap": selection_threshold(eta, tau) if base == "rsdpo" else None,
+        selector = entry["stats"].get("selection", "threshold" if base == "rsdpo" else "best_vs_worst")
+        threshold = selector == "threshold"
+        row = {"stage": name, "rule": SELECTION_RULES.get(selector, selector), "k": entry["stats"].get("k"),
+               "eta": eta if threshold else None, "tau": tau if threshold else None,
+               "min_reward_gap": selection_threshold(eta, tau) if threshold else None,
                "pairs_kept": sel.get("pairs_kept"), "max_possible_pairs": sel.get("max_possible_pairs"),
                "kept_fraction": kept / possible if kept is not None and possible else None,
                "prompts": sel.get("prompts"), "prompts_without_pairs": sel.get("prompts_without_pairs"),
@@ -470,7 +517,8 @@ def pair_table(run: RunData) -> Table | None:
                "pairs_per_prompt_min": get_path(sel, "pairs_per_prompt.min"),
                "pairs_per_prompt_max": get_path(sel, "pairs_per_prompt.max")}
         rows.append(row)
-        shown.append({"Stage": name, "Rule": row["rule"], "eta": fmt(eta, 3), "tau": fmt(tau, 3),
+        shown.append({"Stage": name, "Rule": row["rule"], "k": DASH if row["k"] is None else str(row["k"]),
+                      "eta": fmt(row["eta"], 3), "tau": fmt(row["tau"], 3),
                       "Min gap": fmt(row["min_reward_gap"], 4),
                       "Pairs kept": DASH if kept is None else str(int(kept)),
                       "of possible": DASH if possible is None else str(int(possible)),

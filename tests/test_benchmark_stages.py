@@ -88,7 +88,8 @@ def test_smollm2_judges_through_transformers_serve(tmp_path, shared_data, monkey
     """The quick profile's judge: the packaged SmolLM2 behind a real `transformers serve`."""
     monkeypatch.setenv("HARNESS_JUDGE_CACHE", str(tmp_path / "judge_cache"))
     smollm2 = ["--set", "mt_bench.judge.model=smollm2-135m-instruct", "--set", "alpaca_eval.judge.model=smollm2-135m-instruct",
-               "--set", "mt_bench.judge.max_tokens=24", "--set", "alpaca_eval.judge.max_tokens=8",
+               "--set", "mt_bench.judge.max_tokens=24", "--set", "alpaca_eval.judge.max_tokens=2",
+               "--set", "alpaca_eval.judge.reply_prefix=true",
                "--set", "mt_bench_answers.question_ids=[81,111]", "--set", "mt_bench_answers.per_category=null",
                "--set", "alpaca_eval_answers.per_dataset=null", "--set", "alpaca_eval_answers.eval_set="
                f"{shared_data / 'alpaca_eval' / 'eval_set' / 'alpaca_eval_gpt4_baseline.json'}"]
@@ -98,6 +99,9 @@ def test_smollm2_judges_through_transformers_serve(tmp_path, shared_data, monkey
     assert mt["judge_usage"]["requests"] == 4 and mt["judge_usage"]["completion_tokens"] > 0
     rows = [json.loads(line) for line in (stage_dir(first, tmp_path, "first", "mt_bench@sft") / "judgments.jsonl").open()]
     assert all(r["judgment"].strip() for r in rows)  # a real model writes text, parseable or not
+    # With its reply started at "Output (", even a 135M judge picks a side every time.
+    ae = first["methods"]["sft"]["evaluations"]["alpaca_eval"]
+    assert ae["parse_failures"] == 0 and ae["n_total"] == 5 and ae["judge"]["reply_prefix"] is True
     second = run_benchmarks(tmp_path, shared_data, "second", *smollm2[:-2], "--set", "alpaca_eval_answers.per_dataset=1")
     assert second["methods"]["sft"]["evaluations"]["mt_bench"]["judge_usage"]["requests"] == 0
     assert second["methods"]["sft"]["evaluations"]["alpaca_eval"]["judge_usage"]["requests"] == 0

@@ -130,6 +130,7 @@ class ScriptedEndpoint:
     def __init__(self, behaviour: str = "ok"):
         self.behaviour = behaviour
         self.calls = 0
+        self.requests: list[tuple[str, dict]] = []
         endpoint = self
 
         class Handler(BaseHTTPRequestHandler):
@@ -139,11 +140,21 @@ class ScriptedEndpoint:
             def do_POST(self):
                 body = json.loads(self.rfile.read(int(self.headers["Content-Length"])))
                 endpoint.calls += 1
+                endpoint.requests.append((self.path, body))
                 if endpoint.behaviour == "slow":
                     time.sleep(1.5)
                 if endpoint.behaviour == "fail":
                     self.send_response(500)
                     self.end_headers()
+                    return
+                if self.path.endswith("/completions") and "prompt" in body:  # a text completion: one letter
+                    payload = json.dumps({"id": "x", "object": "text_completion", "created": 0, "model": body["model"],
+                                          "choices": [{"index": 0, "finish_reason": "length", "text": "b)"}],
+                                          "usage": {"prompt_tokens": 5, "completion_tokens": 1, "total_tokens": 6}})
+                    self.send_response(200)
+                    self.send_header("Content-Type", "application/json")
+                    self.end_headers()
+                    self.wfile.write(payload.encode())
                     return
                 payload = b"<html>not json</html>" if endpoint.behaviour == "garbage" else json.dumps({
                     "id": "x", "object": "chat.completion", "created": 0, "model": body["model"],
@@ -228,3 +239,21 @@ def test_openai_backend_without_a_key_says_where_to_put_it(monkeypatch, tmp_path
     judge = ChatJudge(fast_config(), None, "gpt-4", JudgeCache(tmp_path))
     with pytest.raises(JudgeError, match="set OPENAI_API_KEY in the environment"):
         judge.complete_all(REQUESTS[:1])
+
+
+def test_a_reply_prefix_makes_the_judge_continue_the_answer_format(tmp_path):
+    render = lambda messages: "<chat>" + messages[-1]["content"] + "<assistant>"  # noqa: E731
+    with ScriptedEndpoint() as endpoint:
+        judge = ChatJudge(fast_config(reply_prefix=True), endpoint.base_url, "judge-x", JudgeCache(tmp_path), render=render)
+        replies, usage = judge.complete_all(REQUESTS[:1], prefix="Output (")
+        assert replies[0][0].text == "Output (b)" and usage.requests == 1
+        assert endpoint.requests[-1][0] == "/v1/completions"
+        assert endpoint.requests[-1][1]["prompt"] == "<chat>x<assistant>Output ("
+        assert parse_preference(replies[0][0].text, model_first=False) == 2.0
+        # Off by default: the same call is a chat completion, cached separately.
+        plain = ChatJudge(fast_config(), endpoint.base_url, "judge-x", JudgeCache(tmp_path), render=render)
+        replies, usage = plain.complete_all(REQUESTS[:1], prefix="Output (")
+        assert usage.requests == 1 and endpoint.requests[-1][0] == "/v1/chat/completions"
+    remote = ChatJudge(fast_config(reply_prefix=True), "http://127.0.0.1:9/v1", "judge-x", JudgeCache(tmp_path))
+    with pytest.raises(JudgeError, match="reply_prefix needs a judge whose chat template"):
+        remote.complete_all(REQUESTS[:1], prefix="Output (")

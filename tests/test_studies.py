@@ -4,6 +4,7 @@ one sweep; HH-RLHF harmless-base as a preference source."""
 
 from __future__ import annotations
 
+import csv
 import json
 from pathlib import Path
 
@@ -188,6 +189,14 @@ def test_a_label_noise_sweep_trains_sft_and_samples_once_and_two_points_per_meth
             # The reward model's held-out accuracy is one lookup away from every method's scores.
             assert reward_model_of(results, name) == (clean if row["point"].endswith("=0") else noisy)
     assert results["sweep"]["keys"] == ["reward_model.label_noise"]
+    # The report that `harness run` ends with plots each method's score against its reward model's accuracy.
+    assert (run / "report" / "figures" / "rm_accuracy.png").stat().st_size > 0
+    with open(run / "report" / "tables" / "ablation_reward_model_label_noise.csv") as fh:
+        ablation = list(csv.DictReader(fh))
+    assert sorted((r["method"], float(r["reward_model.label_noise"])) for r in ablation) == [
+        ("ppo", 0.0), ("ppo", 0.3), ("rsdpo", 0.0), ("rsdpo", 0.3)]
+    assert {float(r["reward_model_heldout_accuracy"]) for r in ablation} <= {
+        stats[clean]["heldout_accuracy"], stats[noisy]["heldout_accuracy"]}
 
 
 @pytest.mark.smoke

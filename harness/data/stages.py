@@ -69,3 +69,17 @@ class HeldoutPrompts(DataStage):
     description = "held-out prompts for evaluation, validated into heldout_prompts.jsonl"
     record_kind = "prompt"
     uses = ("data.heldout_prompts",)
+
+
+class HarmlessPreferences(DataStage):
+    name = "harmless_preferences"
+    description = "harmlessness preference pairs (HH-RLHF harmless-base) for the harmless reward model"
+    record_kind = "preference"
+    uses = ("data.harmless_preferences",)
+
+
+class HarmlessPrompts(DataStage):
+    name = "harmless_prompts"
+    description = "prompts the harmlessness evaluations answer (HH-RLHF harmless-base test), harmless_prompts.jsonl"
+    record_kind = "prompt"
+    uses = ("data.harmless_prompts",)
