@@ -257,3 +257,21 @@ def test_a_reply_prefix_makes_the_judge_continue_the_answer_format(tmp_path):
     remote = ChatJudge(fast_config(reply_prefix=True), "http://127.0.0.1:9/v1", "judge-x", JudgeCache(tmp_path))
     with pytest.raises(JudgeError, match="reply_prefix needs a judge whose chat template"):
         remote.complete_all(REQUESTS[:1], prefix="Output (")
+
+
+def test_win_rate_per_source_matches_a_hand_count():
+    from evals.alpaca_eval import AlpacaEval
+
+    rows = [("helpful_base", 2.0), ("helpful_base", 1.0), ("helpful_base", 1.5), ("koala", 2.0), ("koala", 2.0),
+            ("koala", None), ("vicuna", 1.0)]
+    annotations = [{"dataset": d, "preference": p, "output_1": "r" * 10, "output_2": "o" * 20, "generator_1": "ref",
+                    "index": i, "failed_calls": 0} for i, (d, p) in enumerate(rows)]
+    stats = AlpacaEval.summarize(annotations, judge={"model": "x"}, usage={"requests": 7, "requests_per_s": None})
+    # helpful_base: a win, a loss, a draw -> (1 + 0 + 0.5) / 3; koala: two wins (one unjudged, dropped); vicuna: a loss
+    assert stats["per_dataset"]["helpful_base"] == {
+        "win_rate": pytest.approx(50.0), "standard_error": pytest.approx(100 * 0.5 / 3 ** 0.5),
+        "n_wins": 1, "n_wins_base": 1, "n_draws": 1, "n_total": 3}
+    assert stats["per_dataset"]["koala"]["win_rate"] == 100.0 and stats["per_dataset"]["koala"]["n_total"] == 2
+    assert stats["per_dataset"]["vicuna"]["win_rate"] == 0.0 and stats["per_dataset"]["vicuna"]["standard_error"] is None
+    assert stats["win_rate"] == pytest.approx(100 * (1 + 0 + 0.5 + 1 + 1 + 0) / 6) and stats["n_total"] == 6
+    assert stats["parse_failures"] == 1 and stats["length_controlled_win_rate"] is None
