@@ -21,7 +21,7 @@ from pathlib import Path
 
 import numpy as np
 
-from evals.judges import JudgeConfig, build_judge
+from evals.judges import JudgeConfig, build_judge, judged_by
 from evals.length_control import length_controlled_win_rate
 from evals.mt_bench import policy_name
 from evals.published import ALPACA_DRAW, win_rate_summary
@@ -285,10 +285,7 @@ class AlpacaEval(Method):
             "failed_calls": int(sum(a["failed_calls"] for a in annotations)),
             "avg_length": float(np.mean([len(a["output_2"]) for a in annotations])) if annotations else None,
             "reference": annotations[0]["generator_1"] if annotations else None,
-            "judge": {**judge, "prompt_version": PROMPT_VERSION},
-            "judge_usage": usage,
-            "judge_requests": usage["requests"],
-            "judge_requests_per_s": usage["requests_per_s"],
+            **judged_by(judge, usage, PROMPT_VERSION),
         }
 
     @staticmethod

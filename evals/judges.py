@@ -149,6 +149,12 @@ class JudgeUsage:
         }
 
 
+def judged_by(judge: dict, usage: dict, prompt_version: str) -> dict:
+    """The fields every judged evaluation records: who judged with which prompt, and what it cost."""
+    return {"judge": {**judge, "prompt_version": prompt_version}, "judge_usage": usage,
+            "judge_requests": usage["requests"], "judge_requests_per_s": usage["requests_per_s"]}
+
+
 class JudgeCache:
     """One JSON file per (model, messages, parameters) under ``root``, written atomically."""
 

@@ -21,7 +21,7 @@ from pathlib import Path
 import numpy as np
 
 from evals import mt_bench_data
-from evals.judges import JudgeConfig, build_judge
+from evals.judges import JudgeConfig, build_judge, judged_by
 from evals.published import UNPARSED_SCORE, mtbench_scores
 from harness.engines import SamplingConfig, load_policy_engine
 from harness.method import Method, StageContext
@@ -256,11 +256,8 @@ class MTBench(Method):
             "parse_failures": unparsed,
             "parse_failure_rate": unparsed / len(rows) if rows else None,
             "failed_calls": int(sum(r.get("failed_calls", 0) for r in rows)),
-            "judge": {**judge, "prompt_version": PROMPT_VERSION},
             "reference_answers": cfg.reference_answers,
-            "judge_usage": usage,
-            "judge_requests": usage["requests"],
-            "judge_requests_per_s": usage["requests_per_s"],
+            **judged_by(judge, usage, PROMPT_VERSION),
         }
 
     @staticmethod

@@ -21,7 +21,7 @@ from pathlib import Path
 import numpy as np
 
 from evals.harmless import read_answers
-from evals.judges import JudgeConfig, build_judge
+from evals.judges import JudgeConfig, build_judge, judged_by
 from evals.mt_bench import policy_name
 from harness.method import Method, StageContext
 from harness.statistics import bootstrap_mean
@@ -149,10 +149,7 @@ class UnsafeShare(Method):
             "parse_failures": unparsed,
             "parse_failure_rate": unparsed / len(rows) if rows else None,
             "failed_calls": int(sum(r.get("failed_calls", 0) for r in rows)),
-            "judge": {**judge, "prompt_version": PROMPT_VERSION},
-            "judge_usage": usage,
-            "judge_requests": usage["requests"],
-            "judge_requests_per_s": usage["requests_per_s"],
+            **judged_by(judge, usage, PROMPT_VERSION),
         }
 
     @staticmethod
