@@ -15,7 +15,7 @@ import os
 import sys
 from pathlib import Path
 
-from harness.launch import HANDOFF_DIR
+from harness.launch import HANDOFF_DIR, die_with_parent
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
@@ -32,6 +32,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
 
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
+    die_with_parent()  # the accelerate launcher, which dies with the harness process
     rank, local_rank = int(os.environ.get("RANK", "0")), int(os.environ.get("LOCAL_RANK", "0"))
 
     import torch
@@ -53,6 +54,13 @@ def main(argv: list[str] | None = None) -> int:
         raise PipelineError(f"no planned stage has key {args.stage_key} (profile {args.profile}, methods "
                             f"{args.methods}, overrides {args.overrides}); keys: "
                             f"{', '.join(f'{s.name}={s.key}' for s in planned.values())}")
+    device = pick_device(run_config.core.device)
+    from accelerate import PartialState
+
+    # Join the process group before any model loads: under ZeRO-3 transformers loads models as zero.Init
+    # shards (TRL's DPO reference among them), and DeepSpeed sizes its batch from the group's world size.
+    # On a CPU run the processes are CPU processes over gloo (--zero 0).
+    PartialState(cpu=device == "cpu")
     store = RunStore(args.run_dir)
     inputs = {}
     for alias, source in stage.inputs.items():
@@ -63,7 +71,7 @@ def main(argv: list[str] | None = None) -> int:
     ctx = StageContext(
         name=stage.name, key=stage.key, dir=store.stage_dir(stage.folder_name),
         config=run_config.sections[stage.section], run=run_config, inputs=inputs,
-        device=pick_device(run_config.core.device), resumed=args.resumed,
+        device=device, resumed=args.resumed,
     )
     _save_on_main_process_only()
     stats = stage.method.run(ctx) or {}

@@ -55,8 +55,9 @@ def build_parser() -> argparse.ArgumentParser:
                           "(the other stages run once, here)")
     run.add_argument("--num-gpus", type=int, metavar="N",
                      help="processes (GPUs) per launched training stage (default: every visible GPU)")
-    run.add_argument("--zero", type=int, choices=[2, 3], default=2,
-                     help="DeepSpeed ZeRO stage of launched training stages (config in harness/launch_configs/)")
+    run.add_argument("--zero", type=int, choices=[0, 2, 3], default=2,
+                     help="DeepSpeed ZeRO stage of launched stages (configs in harness/launch_configs/); "
+                          "0: plain DDP, which also runs on CPU")
     run.add_argument("--dry-run", action="store_true",
                      help="print how each stage would run (the exact accelerate commands) and run nothing")
     run.add_argument("--judge-repeats", type=int, metavar="N",

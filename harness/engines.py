@@ -155,14 +155,21 @@ def load_engine(path: str, model_cfg: ModelConfig, device: str, engine: str = "a
 
 
 def rollout_engine(policy, tokenizer, path: str, model_cfg: ModelConfig, device: str, engine: str = "auto",
-                   tensor_parallel_size: int = 1, seed: int = 0):
+                   tensor_parallel_size: int = 1, seed: int = 0, processes: int = 1):
     """The engine PPO samples rollouts with. hf: generate() on the live policy itself. vllm: a second copy
     of ``path`` (the policy's starting weights) in vLLM, which the trainer refreshes with
     ``engine.sync_weights(policy)`` after every update; it takes a smaller share of GPU memory, since the
-    policy, reference, value and reward models share the GPU with it."""
+    policy, reference, value and reward models share the GPU with it. With several training processes
+    each samples from its own policy with hf: one vLLM copy per rank is not supported."""
     import sys
 
-    name, reason = select_engine(engine, device)
+    if processes > 1:
+        if engine == "vllm":
+            raise EngineUnavailable(f"PPO in {processes} processes rolls out with each rank's own policy; "
+                                    "the vllm rollout engine needs one process: use --engine auto or hf")
+        name, reason = "hf", f"{engine}: PPO runs in {processes} processes, each generates with its own policy"
+    else:
+        name, reason = select_engine(engine, device)
     print(f"harness: rollout engine '{name}' ({reason})", file=sys.stderr)
     if name == "vllm":
         from harness.vllm_engine import VLLMEngine

@@ -1,10 +1,11 @@
 """``harness run --launcher accelerate --num-gpus N``: training stages under ``accelerate launch``.
 
-Stages whose method is marked ``distributed`` (those trained with a TRL trainer: sft, reward_model, rs,
-dpo, rsdpo, dpo-bw, grpo, rloo) run as ``accelerate launch --config_file <yaml> --num_processes N -m
+Stages whose method is marked ``distributed`` (the TRL-trained sft, reward_model, rs, dpo, rsdpo, dpo-bw,
+grpo, rloo, and our PPO) run as ``accelerate launch --config_file <yaml> --num_processes N -m
 harness._stage_worker ...``, with DeepSpeed ZeRO-2 (default) or ZeRO-3 from the JSON configs shipped in
-``harness/launch_configs/``; every other stage (data, sampling, scoring, pair selection, evaluations,
-PPO, whose loop is single-process) runs once, in the harness process. The harness process keeps all the
+``harness/launch_configs/``, or plain DDP (``--zero 0``); every other stage (data, sampling, scoring,
+pair selection, evaluations) runs once, in the harness process. accelerate runs DeepSpeed on CUDA GPUs
+only; DDP also runs on a machine without one, each process on the CPU over gloo (the tests do this). The harness process keeps all the
 bookkeeping (stats.json, profile.json, DONE, manifest): a launched stage only runs ``method.run`` and
 hands its stats back through ``<stage>/.launch/``.
 
@@ -29,32 +30,50 @@ from harness.pipeline import PipelineError, PlannedStage
 from harness.store import write_yaml
 
 LAUNCHERS = ("none", "accelerate")
-ZERO_STAGES = (2, 3)
+ZERO_STAGES = (0, 2, 3)  # 0: plain DDP, no DeepSpeed
 WORKER_MODULE = "harness._stage_worker"
 HANDOFF_DIR = ".launch"  # inside the stage folder: what the launched processes hand back
 LAUNCH_DIR = "launch"  # inside the run folder: the generated accelerate configs
 
 
-def deepspeed_config_path(zero: int) -> Path:
-    """The DeepSpeed JSON shipped with the package for ZeRO stage ``zero``."""
+def check_zero(zero: int) -> None:
     if zero not in ZERO_STAGES:
         raise PipelineError(f"--zero must be one of {', '.join(map(str, ZERO_STAGES))}, found {zero}")
+
+
+def strategy_name(zero: int) -> str:
+    return f"deepspeed-zero{zero}" if zero else "ddp"
+
+
+def deepspeed_config_path(zero: int) -> Path:
+    """The DeepSpeed JSON shipped with the package for ZeRO stage ``zero`` (2 or 3)."""
+    check_zero(zero)
+    if zero == 0:
+        raise PipelineError("--zero 0 is plain DDP: it has no DeepSpeed config")
     return Path(str(files("harness") / "launch_configs" / f"zero{zero}.json"))
 
 
 def accelerate_config(num_processes: int, zero: int) -> dict:
-    """An accelerate config (what ``accelerate config`` would write) that hands DeepSpeed our JSON.
+    """An accelerate config (what ``accelerate config`` would write): DeepSpeed with our JSON, or DDP.
 
-    No ``mixed_precision`` here: with a ``deepspeed_config_file`` accelerate refuses it, and the JSON's
-    ``"auto"`` takes bf16 from the stage's TRL config instead."""
+    No ``mixed_precision`` here: with a ``deepspeed_config_file`` accelerate refuses it, and either way the
+    stage's own config decides (TRL's bf16 flag, which the JSON's ``"auto"`` follows)."""
+    if zero == 0:
+        # MULTI_GPU makes accelerate start the processes with torchrun; without CUDA the worker makes them
+        # CPU processes over gloo (accelerate's MULTI_CPU launcher would want mpirun instead).
+        backend = {"distributed_type": "MULTI_GPU"}
+    else:
+        backend = {
+            "distributed_type": "DEEPSPEED",
+            "deepspeed_config": {
+                "deepspeed_config_file": str(deepspeed_config_path(zero)),
+                # Models are loaded before the TRL config exists, so zero.Init could not apply anyway.
+                "zero3_init_flag": False,
+            },
+        }
     return {
         "compute_environment": "LOCAL_MACHINE",
-        "distributed_type": "DEEPSPEED",
-        "deepspeed_config": {
-            "deepspeed_config_file": str(deepspeed_config_path(zero)),
-            # Models are loaded before the TRL config exists, so zero.Init could not apply anyway.
-            "zero3_init_flag": False,
-        },
+        **backend,
         "machine_rank": 0,
         "main_training_function": "main",
         "num_machines": 1,
@@ -66,7 +85,7 @@ def accelerate_config(num_processes: int, zero: int) -> dict:
 
 
 def write_accelerate_config(run_root: Path, num_processes: int, zero: int) -> Path:
-    path = Path(run_root) / LAUNCH_DIR / f"accelerate-zero{zero}-{num_processes}gpu.yaml"
+    path = Path(run_root) / LAUNCH_DIR / f"accelerate-{strategy_name(zero)}-{num_processes}gpu.yaml"
     write_yaml(path, accelerate_config(num_processes, zero))
     return path
 
@@ -75,6 +94,17 @@ def accelerate_executable() -> str:
     """The ``accelerate`` script of this environment (beside the running Python), else the one on PATH."""
     beside = Path(sys.executable).parent / "accelerate"
     return str(beside) if beside.exists() else (shutil.which("accelerate") or "accelerate")
+
+
+def die_with_parent() -> None:
+    """Linux: this process is SIGKILLed when its parent dies. torchrun starts its workers in sessions of
+    their own, out of reach of a signal to the run's process group: without this a killed run would leave
+    them training, and writing into the stage its rerun resumes. Elsewhere: nothing."""
+    if sys.platform.startswith("linux"):
+        import ctypes
+        import signal
+
+        ctypes.CDLL(None, use_errno=True).prctl(1, signal.SIGKILL)  # 1: PR_SET_PDEATHSIG
 
 
 def worker_command(config_file: Path, num_processes: int, run_root: Path, profile: str, requested: list[str],
@@ -107,12 +137,13 @@ class AccelerateLauncher:
     overrides_by_key: dict[str, list[str]]  # stage key -> the --set overrides of its sweep point
     num_processes: int
     zero: int = 2
-    run_command: Callable[[list[str]], int] = field(default=lambda cmd: subprocess.run(cmd, check=False).returncode)
+    run_command: Callable[[list[str]], int] = field(
+        default=lambda cmd: subprocess.run(cmd, check=False, preexec_fn=die_with_parent).returncode)
 
     def __post_init__(self):
         if self.num_processes < 1:
             raise PipelineError(f"--num-gpus must be at least 1, found {self.num_processes}")
-        deepspeed_config_path(self.zero)
+        check_zero(self.zero)
 
     def launches(self, stage: PlannedStage) -> bool:
         return bool(getattr(stage.method, "distributed", False))
@@ -131,11 +162,9 @@ class AccelerateLauncher:
     def __call__(self, stage: PlannedStage, ctx: StageContext) -> dict:
         if not self.launches(stage):
             return stage.method.run(ctx) or {}
-        if self.zero == 3:
-            # The methods save their policy from the trainer's model, whose weights ZeRO-3 leaves sharded
-            # (harness.training.save_trained_model does not gather them yet).
-            raise PipelineError(f"stage '{stage.name}': running ZeRO-3 needs a gathered save, not implemented "
-                                "yet; use --zero 2 (--dry-run shows the ZeRO-3 command)")
+        if self.zero and not default_num_gpus():
+            raise PipelineError(f"stage '{stage.name}': --zero {self.zero} runs DeepSpeed, which accelerate runs on "
+                                "CUDA GPUs only, and torch sees none; use --zero 0 (DDP, CPU processes over gloo)")
         handoff = ctx.dir / HANDOFF_DIR
         shutil.rmtree(handoff, ignore_errors=True)
         command = self.command(stage, resumed=ctx.resumed)
@@ -160,7 +189,7 @@ def collect_handoff(handoff: Path, stage_name: str, num_processes: int, zero: in
     stats["launch"] = {
         "launcher": "accelerate",
         "num_processes": num_processes,
-        "deepspeed_zero": zero,
+        "strategy": strategy_name(zero),
         "cuda_peak_allocated_bytes_per_rank": [ranks[r].get("cuda_peak_allocated_bytes") for r in sorted(ranks)],
     }
     shutil.rmtree(handoff, ignore_errors=True)

@@ -94,10 +94,10 @@ def execute(
         execute_stage = None
         manifest["launch"] = {"launcher": launcher}
         if launcher != "none":
-            from harness.launch import make_launcher
+            from harness.launch import make_launcher, strategy_name
 
             execute_stage = make_launcher(launcher, store.root, profile, requested, points, plans, num_gpus, zero)
-            manifest["launch"].update(num_processes=execute_stage.num_processes, deepspeed_zero=zero)
+            manifest["launch"].update(num_processes=execute_stage.num_processes, strategy=strategy_name(zero))
 
         def record(name: str, stage_record: dict) -> None:
             manifest["stages"][name] = stage_record

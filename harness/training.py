@@ -7,6 +7,7 @@ precision, checkpointing and logging are decided here once (FACTS.md: bf16 is ~9
 from __future__ import annotations
 
 import shutil
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -123,12 +124,44 @@ def train_and_summarize(trainer, ctx: StageContext) -> dict:
     return stats
 
 
+@contextmanager
+def gathered_parameters(model):
+    """Every weight of ``model`` whole for the duration of the block; yields whether it had to gather.
+
+    DeepSpeed ZeRO-3 leaves each rank a shard of every parameter (marked by ``ds_id``): gathering them is
+    a collective call, so every rank enters the block, and the gathered copies are dropped on exit. The
+    peak is one full 16/32-bit copy of the model per rank (14 GB for a 7B model in bf16). Under DDP,
+    ZeRO-2 or one process the weights are already whole: nothing to do."""
+    sharded = [p for p in model.parameters() if hasattr(p, "ds_id")]
+    if not sharded:
+        yield False
+        return
+    import deepspeed
+
+    with deepspeed.zero.GatheredParameters(sharded, modifier_rank=None):
+        yield True
+
+
+def save_merged(model, tokenizer, folder: Path) -> None:
+    """Save a trained model as a plain HF folder, LoRA adapters merged.
+
+    Called on every rank of a launched stage: under ZeRO-3 the weights are gathered first (collectively),
+    and ``harness._stage_worker`` lets only the main process write the folder."""
+    with gathered_parameters(model) as was_sharded:
+        if hasattr(model, "merge_and_unload"):
+            model = model.merge_and_unload()  # merges into the gathered copies, which are dropped on exit
+        save_pretrained(model, tokenizer, folder)
+    if was_sharded:
+        # Training is over: a model this process loads from now on (the reward model's held-out check) is
+        # for inference and must load whole, not as the zero.Init shards transformers makes under ZeRO-3.
+        from transformers.integrations.deepspeed import unset_hf_deepspeed_config
+
+        unset_hf_deepspeed_config()
+
+
 def save_trained_model(trainer, tokenizer, ctx: StageContext, folder: Path | None = None) -> Path:
-    """Save the trained model as a plain HF folder (LoRA adapters merged), then drop the checkpoints."""
+    """Save the trainer's model (``save_merged``) to ``folder`` (default: the policy), then drop the checkpoints."""
     folder = folder or ctx.policy_dir
-    model = trainer.model
-    if hasattr(model, "merge_and_unload"):
-        model = model.merge_and_unload()
-    save_pretrained(model, tokenizer, folder)
+    save_merged(trainer.model, tokenizer, folder)
     shutil.rmtree(ctx.dir / CHECKPOINTS, ignore_errors=True)
     return folder

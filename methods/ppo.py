@@ -3,6 +3,7 @@ from SFT, the value model from the reward model, and the frozen reward model sco
 
 from __future__ import annotations
 
+import os
 import shutil
 from dataclasses import dataclass, field
 from typing import Literal
@@ -10,10 +11,10 @@ from typing import Literal
 from harness.data.stages import read_stage_records
 from harness.engines import rollout_engine
 from harness.method import POLICY_DIR, Method, StageContext
-from harness.models import load_causal_lm, load_tokenizer, save_pretrained, torch_dtype
+from harness.models import load_causal_lm, load_tokenizer, torch_dtype
 from harness.reward import RewardScorer
 from harness.store import write_jsonl
-from harness.training import LoRASettings, peft_config
+from harness.training import LoRASettings, peft_config, save_merged
 from methods.reward_model import reward_model_path
 
 CHECKPOINTS = "checkpoints"
@@ -58,7 +59,7 @@ class PPO(Method):
     config_class = PPOConfig
     needs = ("sft", "reward_model", "prompts")
     uses = ("model", "seed")
-    distributed = False  # our PPO loop is one process (no accelerate/DeepSpeed yet): it runs once
+    distributed = True  # the loop runs through accelerate: --launcher accelerate starts it in N processes
 
     def run(self, ctx: StageContext) -> dict:
         import torch
@@ -89,13 +90,14 @@ class PPO(Method):
             return scorer.score([p + [{"role": "assistant", "content": r}] for p, r in zip(prompts, responses)])
 
         prompts = [p["prompt"] for p in read_stage_records(ctx.input("prompts"), "prompts")]
+        processes = int(os.environ.get("WORLD_SIZE", "1"))  # set by accelerate launch
         engine = rollout_engine(policy, tokenizer, sft_policy, model_cfg, ctx.device, ctx.run.core.engine,
-                                ctx.run.core.tensor_parallel_size, ctx.seed)
+                                ctx.run.core.tensor_parallel_size, ctx.seed, processes)
         trainer = PPOTrainer(cfg, policy, ref_policy, value_model, tokenizer, reward_fn, prompts, ctx.device,
                              ctx.seed, ctx.dir / CHECKPOINTS, engine=engine)
         log = trainer.train()
         write_jsonl(ctx.dir / "train_log.jsonl", log)
-        save_pretrained(policy.merge_and_unload() if cfg.lora else policy, tokenizer, ctx.policy_dir)
+        save_merged(policy, tokenizer, ctx.policy_dir)
         shutil.rmtree(ctx.dir / CHECKPOINTS, ignore_errors=True)
         first, last = log[0], log[-1]
         return {
@@ -111,6 +113,8 @@ class PPO(Method):
             "last_approx_kl": last["policy/approx_kl"],
             "last_response_length": last["val/response_length"],
             "rollout_engine": engine.name,
+            "processes": trainer.accelerator.num_processes,
+            "rollouts_per_process": trainer.local_rollouts,
             "reference": sft_policy,
             "value_model_init": rm_path,
         }

@@ -5,12 +5,18 @@ and TRL's former PPOv2 trainer; the math lives in ``methods.ppo_math``.
 Models: the policy (trainable; LoRA optional), a frozen reference (the SFT policy; with LoRA the policy
 with its adapters disabled), a value model (trainable, initialised from the reward model) and a reward
 function (the frozen reward model, or any callable in tests).
+
+Processes: the loop runs through ``accelerate``, in one process or in N launched by ``harness run
+--launcher accelerate`` (DDP, or DeepSpeed ZeRO-2/3). ``rollout_batch_size`` and ``mini_batch_size`` are
+global: each process rolls out its share of every prompt batch and trains on its own rollouts, and the
+gradients are averaged across processes. Advantages are whitened per process, as TRL's PPOv2 did; the
+logged statistics are averaged over all processes.
 """
 
 from __future__ import annotations
 
+import shutil
 from collections.abc import Callable
-from contextlib import nullcontext
 from pathlib import Path
 
 import numpy as np
@@ -18,6 +24,7 @@ import torch
 from tqdm.auto import tqdm
 
 from harness.engines import HFEngine, SamplingConfig
+from harness.method import StageError
 from harness.store import atomic_path
 from methods.ppo_math import (
     AdaptiveKLController,
@@ -61,14 +68,44 @@ def response_values(value_model, input_ids, attention_mask, context_length: int)
     return value_model.score(hidden).squeeze(-1)[:, context_length - 1:-1].float()
 
 
+class PolicyAndValue(torch.nn.Module):
+    """The policy and the value model as one module, so that one DDP/DeepSpeed engine and one optimizer
+    hold both (accelerate prepares one DeepSpeed model per engine; TRL's PPOv2 did the same)."""
+
+    is_gradient_checkpointing = False  # read by TRL's unwrap_model_for_generation
+
+    def __init__(self, policy, value_model):
+        super().__init__()
+        self.policy, self.value_model = policy, value_model
+        self.config = policy.config  # DeepSpeed's "auto" bucket sizes come from model.config.hidden_size
+
+    def forward(self, input_ids, attention_mask, context_length: int, with_values: bool = True):
+        logits = response_logits(self.policy, input_ids, attention_mask, context_length)
+        if not with_values:
+            return logits, None
+        return logits, response_values(self.value_model, input_ids, attention_mask, context_length)
+
+
 class PPOTrainer:
     def __init__(self, cfg, policy, ref_policy, value_model, tokenizer, reward_fn: RewardFn,
                  prompts: list[list[dict]], device: str, seed: int, checkpoint_dir: Path, engine=None):
+        from accelerate import Accelerator
+
         self.cfg, self.policy, self.ref_policy, self.value_model = cfg, policy, ref_policy, value_model
         self.tokenizer, self.reward_fn, self.prompts, self.device, self.seed = tokenizer, reward_fn, prompts, device, seed
         self.checkpoint_dir = Path(checkpoint_dir)
-        params = [p for p in policy.parameters() if p.requires_grad] + list(value_model.parameters())
-        self.optimizer = torch.optim.AdamW(params, lr=cfg.learning_rate, eps=1e-5)  # PPOv2's eps
+        self.accelerator = Accelerator(cpu=device == "cpu", gradient_accumulation_steps=cfg.gradient_accumulation_steps)
+        self.local_rollouts, self.local_mini_batch, self.micro_batch = local_batch_sizes(
+            cfg, self.accelerator.num_processes)
+        deepspeed = getattr(self.accelerator.state, "deepspeed_plugin", None)
+        if deepspeed is not None:
+            # Without a dataloader accelerate cannot fill these "auto" values of the shipped ZeRO configs.
+            deepspeed.deepspeed_config.update(train_micro_batch_size_per_gpu=self.micro_batch,
+                                              gradient_clipping=cfg.max_grad_norm)
+        model = PolicyAndValue(policy, value_model)
+        optimizer = torch.optim.AdamW([p for p in model.parameters() if p.requires_grad],
+                                      lr=cfg.learning_rate, eps=1e-5)  # PPOv2's eps
+        self.model, self.optimizer = self.accelerator.prepare(model, optimizer)
         self.kl_ctl = (AdaptiveKLController(cfg.kl_coef, cfg.kl_target, cfg.kl_horizon) if cfg.adaptive_kl
                        else FixedKLController(cfg.kl_coef))
         # Rollouts go through the generation engine: HF over the live policy (its weights are the engine's),
@@ -86,13 +123,13 @@ class PPOTrainer:
         if self.resumed_from is not None:
             self._sync_engine()
         bar = tqdm(range(self.start_step, self.cfg.steps), initial=self.start_step, total=self.cfg.steps,
-                   desc="ppo", unit="step")
+                   desc="ppo", unit="step", disable=not self.accelerator.is_main_process)
         for step in bar:
             batch = self._rollout(self._prompt_batch(step))
             stats = self._ppo_epochs(batch)
             self._sync_engine()
             stats.update(step=step + 1, **batch["stats"])
-            self.kl_ctl.update(batch["stats"]["objective/kl"], len(batch["queries"]))
+            self.kl_ctl.update(batch["stats"]["objective/kl"], self.cfg.rollout_batch_size)
             self.log.append(stats)
             bar.set_postfix(score=f"{stats['objective/scores']:.3f}", kl=f"{stats['objective/kl']:.3f}")
             if (step + 1) % self.cfg.save_steps == 0 or step + 1 == self.cfg.steps:
@@ -105,32 +142,35 @@ class PPOTrainer:
             self.engine.sync_weights(self.policy)
 
     def _prompt_batch(self, step: int) -> list[list[dict]]:
-        # A seeded permutation per pass over the prompts: the same batches after a resume.
+        # A seeded permutation per pass over the prompts: the same batches after a resume. Every process
+        # draws the same global batch and takes its own slice of it.
         size = self.cfg.rollout_batch_size
         per_pass = max(1, len(self.prompts) // size)
         order = np.random.default_rng(self.seed + step // per_pass).permutation(len(self.prompts))
         start = (step % per_pass) * size
-        return [self.prompts[i] for i in np.resize(order, start + size)[start:start + size]]
+        batch = np.resize(order, start + size)[start:start + size]
+        mine = batch.reshape(self.accelerator.num_processes, self.local_rollouts)[self.accelerator.process_index]
+        return [self.prompts[i] for i in mine]
 
     # ------------------------------------------------------------------------- 1. rollout and rewards
 
     @torch.no_grad()
     def _rollout(self, prompts: list[list[dict]]) -> dict:
+        from trl.models.utils import unwrap_model_for_generation
+
         cfg, tok = self.cfg, self.tokenizer
-        self.policy.eval()
-        query, output = self.engine.generate_ids(prompts, 1, self.sampling)
+        self.model.eval()
+        with unwrap_model_for_generation(self.model, self.accelerator):  # ZeRO-3: whole weights to generate
+            query, output = self.engine.generate_ids(prompts, 1, self.sampling)
         context_length = query["input_ids"].shape[1]
         responses = output[:, context_length:]
         mask, has_eos = response_mask(responses, tok.eos_token_id, tok.pad_token_id)
         attention = torch.cat([query["attention_mask"], mask.long()], dim=1)
 
-        logits = response_logits(self.policy, output, attention, context_length)
+        logits, values = self.model(output, attention, context_length)
         logprobs = logprobs_from_logits(logits, responses, cfg.temperature)
-        with self._reference():
-            reference = self.policy if self.ref_policy is None else self.ref_policy
-            ref_logits = response_logits(reference, output, attention, context_length)
-        ref_logprobs = logprobs_from_logits(ref_logits, responses, cfg.temperature)
-        values = response_values(self.value_model, output, attention, context_length)
+        ref_logprobs = logprobs_from_logits(self._reference_logits(output, attention, context_length), responses,
+                                            cfg.temperature)
 
         response_texts = [tok.decode(r[m.bool()], skip_special_tokens=True) for r, m in zip(responses, mask)]
         scores = torch.tensor(self.reward_fn(prompts, response_texts), dtype=torch.float32, device=self.device)
@@ -140,59 +180,65 @@ class PPOTrainer:
             rewards = masked_whiten(rewards, mask, shift_mean=False)
         advantages, returns = gae(rewards, values, mask, cfg.gamma, cfg.lam)
         advantages = masked_whiten(advantages, mask)
+        gather = self.accelerator.gather  # statistics over every process's rollouts
+        kl_per_sequence = gather(kl.sum(1))  # summed over its tokens
         return {
             "queries": output, "attention": attention, "context_length": context_length, "responses": responses,
             "mask": mask, "logprobs": logprobs, "values": values, "advantages": advantages, "returns": returns,
             "stats": {
-                "objective/scores": scores.mean().item(),
-                "objective/kl": kl.sum(1).mean().item(),  # per sequence, summed over its tokens
-                "objective/non_score_reward": (-self.kl_ctl.value * kl.sum(1)).mean().item(),
+                "objective/scores": gather(scores).mean().item(),
+                "objective/kl": kl_per_sequence.mean().item(),
+                "objective/non_score_reward": (-self.kl_ctl.value * kl_per_sequence).mean().item(),
                 "objective/kl_coef": self.kl_ctl.value,
-                "val/response_length": mask.sum(1).float().mean().item(),
-                "val/has_eos": has_eos.float().mean().item(),
+                "val/response_length": gather(mask.sum(1).float()).mean().item(),
+                "val/has_eos": gather(has_eos.float()).mean().item(),
             },
         }
 
-    def _reference(self):
+    def _reference_logits(self, output, attention, context_length: int) -> torch.Tensor:
+        if self.ref_policy is not None:
+            return response_logits(self.ref_policy, output, attention, context_length)
         # With LoRA the reference is the policy with its adapters switched off: no second copy in memory.
-        return self.policy.disable_adapter() if self.ref_policy is None else nullcontext()
+        with self.policy.disable_adapter():
+            return self.model(output, attention, context_length, with_values=False)[0]
 
     # --------------------------------------------------------------------------------- 2. PPO epochs
 
     def _ppo_epochs(self, batch: dict) -> dict:
-        cfg = self.cfg
+        cfg, accelerator = self.cfg, self.accelerator
         size = len(batch["queries"])
-        micro = max(1, cfg.mini_batch_size // cfg.gradient_accumulation_steps)
         generator = torch.Generator().manual_seed(self.seed + len(self.log))
         totals: dict[str, list[float]] = {}
-        self.policy.train()
-        self.value_model.train()
+        self.model.train()
         for _ in range(cfg.num_ppo_epochs):
-            for mini in torch.randperm(size, generator=generator).split(cfg.mini_batch_size):
-                self.optimizer.zero_grad()
-                for index in mini.split(micro):
-                    stats = self._loss_and_backward(batch, index, len(mini) / len(index))
+            for mini in torch.randperm(size, generator=generator).split(self.local_mini_batch):
+                # gradient_accumulation_steps micro-batches per mini-batch: accelerate scales the loss,
+                # syncs the gradients across processes on the last one, and only then steps.
+                for index in mini.split(self.micro_batch):
+                    with accelerator.accumulate(self.model):
+                        stats = self._loss_and_backward(batch, index)
+                        if accelerator.sync_gradients:
+                            accelerator.clip_grad_norm_(self.model.parameters(), cfg.max_grad_norm)
+                        self.optimizer.step()
+                        self.optimizer.zero_grad()
                     for name, value in stats.items():
                         totals.setdefault(name, []).append(value)
-                torch.nn.utils.clip_grad_norm_(
-                    [p for group in self.optimizer.param_groups for p in group["params"]], cfg.max_grad_norm
-                )
-                self.optimizer.step()
-        return {name: float(np.mean(values)) for name, values in totals.items()}
+        names = sorted(totals)
+        means = torch.tensor([np.mean(totals[name]) for name in names], device=accelerator.device)
+        return dict(zip(names, accelerator.reduce(means, reduction="mean").tolist()))
 
-    def _loss_and_backward(self, batch: dict, index: torch.Tensor, accumulation: float) -> dict:
+    def _loss_and_backward(self, batch: dict, index: torch.Tensor) -> dict:
         cfg = self.cfg
         queries, attention = batch["queries"][index], batch["attention"][index]
         mask = batch["mask"][index]
-        logits = response_logits(self.policy, queries, attention, batch["context_length"])
+        logits, values = self.model(queries, attention, batch["context_length"])
         logprobs = logprobs_from_logits(logits, batch["responses"][index], cfg.temperature)
-        values = response_values(self.value_model, queries, attention, batch["context_length"])
         pg_loss, pg_stats = clipped_policy_loss(logprobs, batch["logprobs"][index], batch["advantages"][index],
                                                 mask, cfg.cliprange)
         vf_loss, vf_stats = clipped_value_loss(values, batch["values"][index], batch["returns"][index], mask,
                                                cfg.cliprange_value)
         loss = pg_loss + cfg.vf_coef * vf_loss
-        (loss / accumulation).backward()
+        self.accelerator.backward(loss)
         with torch.no_grad():
             entropy = masked_mean(entropy_from_logits(logits, cfg.temperature), mask)
         return {
@@ -209,20 +255,52 @@ class PPOTrainer:
             "value_model": self.value_model.state_dict(),
         }
 
+    def _sharded(self) -> bool:
+        from accelerate.utils import DistributedType
+
+        return self.accelerator.distributed_type == DistributedType.DEEPSPEED
+
     def _save_checkpoint(self, step: int) -> None:
-        state = {**self._trainable_state(), "optimizer": self.optimizer.state_dict(), "step": step,
-                 "kl_coef": self.kl_ctl.value, "log": self.log}
-        with atomic_path(self.checkpoint_dir / CHECKPOINT) as tmp:
-            torch.save(state, tmp)
+        state = {"step": step, "kl_coef": self.kl_ctl.value, "log": self.log}
+        if self._sharded():
+            # DeepSpeed splits the optimizer state (and under ZeRO-3 the weights): every process writes
+            # its shards into state-<step>, which ppo_state.pt names once it is whole.
+            state["state"] = f"state-{step}"
+            self.accelerator.save_state(str(self.checkpoint_dir / state["state"]))
+        else:
+            state.update(self._trainable_state(), optimizer=self.optimizer.state_dict())
+        self.accelerator.wait_for_everyone()
+        if self.accelerator.is_main_process:
+            with atomic_path(self.checkpoint_dir / CHECKPOINT) as tmp:
+                torch.save(state, tmp)
+            for old in self.checkpoint_dir.glob("state-*"):
+                if old.name != state.get("state"):
+                    shutil.rmtree(old, ignore_errors=True)
+        self.accelerator.wait_for_everyone()
 
     def _load_checkpoint(self) -> None:
         path = self.checkpoint_dir / CHECKPOINT
         if not path.exists():
             return
         state = torch.load(path, map_location=self.device, weights_only=True)
-        self.policy.load_state_dict(state["policy"], strict=False)
-        self.value_model.load_state_dict(state["value_model"])
-        self.optimizer.load_state_dict(state["optimizer"])
+        if "state" in state:
+            self.accelerator.load_state(str(self.checkpoint_dir / state["state"]))
+        else:
+            self.policy.load_state_dict(state["policy"], strict=False)
+            self.value_model.load_state_dict(state["value_model"])
+            self.optimizer.load_state_dict(state["optimizer"])
         self.kl_ctl.value = state["kl_coef"]
         self.log = state["log"]
         self.start_step = self.resumed_from = state["step"]
+
+
+def local_batch_sizes(cfg, processes: int) -> tuple[int, int, int]:
+    """(rollouts, mini-batch, micro-batch) per process: the global sizes must split evenly."""
+    if cfg.mini_batch_size < 1 or cfg.rollout_batch_size % cfg.mini_batch_size:
+        raise StageError(f"ppo.rollout_batch_size ({cfg.rollout_batch_size}) must be a multiple of "
+                         f"ppo.mini_batch_size ({cfg.mini_batch_size})")
+    if cfg.mini_batch_size % (processes * cfg.gradient_accumulation_steps):
+        raise StageError(f"ppo.mini_batch_size ({cfg.mini_batch_size}) must be a multiple of processes x "
+                         f"ppo.gradient_accumulation_steps ({processes} x {cfg.gradient_accumulation_steps})")
+    mini = cfg.mini_batch_size // processes
+    return cfg.rollout_batch_size // processes, mini, mini // cfg.gradient_accumulation_steps

@@ -16,12 +16,16 @@ TINY = ModelConfig(source="tiny-random-llama", dtype="float32", max_length=256)
 PROMPTS = [[{"role": "user", "content": f"Say something about topic {i}."}] for i in range(32)]
 
 
-def make_trainer(tmp_path, **overrides) -> PPOTrainer:
+def make_trainer(tmp_path, lora: bool = False, **overrides) -> PPOTrainer:
     torch.manual_seed(0)
     path = model_path(TINY)
     tokenizer = load_tokenizer(path, TINY)
     policy = load_causal_lm(path, TINY, "cpu")
     reference = load_causal_lm(path, TINY, "cpu").eval().requires_grad_(False)
+    if lora:  # the reference is then the policy with its adapters disabled
+        from peft import LoraConfig, get_peft_model
+
+        policy, reference = get_peft_model(policy, LoraConfig(r=4, target_modules="all-linear")), None
     value_model = AutoModelForSequenceClassification.from_pretrained(path, num_labels=1)
     half = len(tokenizer) // 2
 
@@ -59,14 +63,7 @@ def test_a_killed_ppo_run_resumes_from_its_checkpoint(tmp_path):
 
 @pytest.mark.parametrize("adaptive", [False, True])
 def test_lora_policy_uses_itself_without_adapters_as_reference(tmp_path, adaptive):
-    from peft import LoraConfig, get_peft_model
-
-    trainer = make_trainer(tmp_path, steps=2, adaptive_kl=adaptive, kl_target=0.1, kl_horizon=100)
-    trainer.policy = get_peft_model(trainer.policy, LoraConfig(r=4, target_modules="all-linear"))
-    trainer.ref_policy = None
-    trainer.optimizer = torch.optim.AdamW(
-        [p for p in trainer.policy.parameters() if p.requires_grad] + list(trainer.value_model.parameters()), lr=1e-3
-    )
+    trainer = make_trainer(tmp_path, lora=True, steps=2, adaptive_kl=adaptive, kl_target=0.1, kl_horizon=100)
     log = trainer.train()
     assert log[0]["objective/kl"] == pytest.approx(0.0, abs=1e-5)  # adapters start at zero: policy == reference
     assert (trainer.kl_ctl.value != 0.05) == adaptive

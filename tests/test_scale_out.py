@@ -1,6 +1,6 @@
 """Scale-out on CPU: engine choice, the accelerate launch command and DeepSpeed configs, the dry run, and
-the stage worker run for real (one process, without accelerate). GPU paths are marked ``gpu`` and skipped
-here with the reason."""
+the stage worker run for real (one process, without accelerate; tests/test_distributed.py launches two).
+GPU paths are marked ``gpu`` and skipped here with the reason."""
 
 from __future__ import annotations
 
@@ -97,7 +97,7 @@ def test_dry_run_prints_the_commands_and_runs_nothing(tmp_path):
     key = resolve_and_plan(["rsdpo"])["rsdpo"].key
     assert f"--stage-key {key}" in lines["rsdpo"]
     assert not (tmp_path / "run" / "stages").exists()
-    assert (tmp_path / "run" / "launch" / "accelerate-zero2-8gpu.yaml").exists()  # the command's config
+    assert (tmp_path / "run" / "launch" / "accelerate-deepspeed-zero2-8gpu.yaml").exists()  # the command's config
 
 
 def resolve_and_plan(requested, overrides=()):
@@ -106,8 +106,8 @@ def resolve_and_plan(requested, overrides=()):
 
 
 def test_a_launched_stage_runs_in_the_worker_and_hands_its_stats_back(tmp_path):
-    """The whole launcher path with one real change: the worker is started by Python, not accelerate
-    (no GPU, no DeepSpeed here). It re-plans the stage, trains it, and the harness process records it."""
+    """The whole launcher path with one change: the worker is started by Python, not accelerate, as a
+    single process (tests/test_distributed.py launches two). It re-plans the stage, trains it, and the harness process records it."""
     root = tmp_path / "run"
     execute(["demonstrations"], "smoke", root)
     stages = resolve_and_plan(["sft"])
@@ -121,7 +121,7 @@ def test_a_launched_stage_runs_in_the_worker_and_hands_its_stats_back(tmp_path):
         return subprocess.run([sys.executable, *worker], cwd=tmp_path, env=env, timeout=300).returncode
 
     launcher = AccelerateLauncher(root.resolve(), "smoke", ["sft"], {s.key: [] for s in stages.values()}, 1,
-                                  run_command=without_accelerate)
+                                  zero=0, run_command=without_accelerate)
     records = run_stages([stages["demonstrations"], stages["sft"]], RunStore(root), "cpu", execute_stage=launcher)
     assert records["demonstrations"]["status"] == "reused" and records["sft"]["status"] == "ran"
     assert len(launched) == 1 and "--stage-key" in launched[0]
@@ -133,18 +133,29 @@ def test_a_launched_stage_runs_in_the_worker_and_hands_its_stats_back(tmp_path):
     assert not (folder / ".launch").exists()
 
 
-def test_zero3_is_refused_at_run_time_with_the_reason(tmp_path):
+def test_deepspeed_without_cuda_is_refused_at_run_time_with_the_way_out(tmp_path):
     stages = resolve_and_plan(["sft"])
     launcher = AccelerateLauncher(tmp_path, "smoke", ["sft"], {s.key: [] for s in stages.values()}, 8, zero=3,
                                   run_command=lambda command: pytest.fail("must not launch"))
-    assert "zero3" in launcher.describe(stages["sft"])
+    assert "deepspeed-zero3" in launcher.describe(stages["sft"])  # the dry run still shows the command
+    if _cuda():
+        pytest.skip("CUDA is present: DeepSpeed is not refused here")
     from harness.pipeline import PipelineError
 
     class Ctx:
         dir, resumed = tmp_path, False
 
-    with pytest.raises(PipelineError, match="ZeRO-3 needs a gathered save"):
+    with pytest.raises(PipelineError, match="CUDA GPUs only.*use --zero 0"):
         launcher(stages["sft"], Ctx())
+
+
+def test_ddp_config_lets_torchrun_start_the_processes(tmp_path):
+    from accelerate.commands.config.config_args import load_config_from_file
+
+    loaded = load_config_from_file(str(write_accelerate_config(tmp_path, 2, 0)))
+    assert loaded.distributed_type == "MULTI_GPU" and loaded.num_processes == 2 and not loaded.deepspeed_config
+    with pytest.raises(Exception, match="plain DDP"):
+        deepspeed_config_path(0)
 
 
 # ------------------------------------------------------------------------------------------ GPU only
@@ -184,3 +195,28 @@ def test_vllm_weight_sync_changes_greedy_outputs_to_the_policy_s():
     _, hf_ids = hf.generate_ids(PROMPTS[:2], 1, greedy)
     _, vllm_ids = engine.generate_ids(PROMPTS[:2], 1, greedy)
     assert hf_ids.tolist() == vllm_ids.tolist()  # same prompt ids, then the synced policy's greedy tokens
+
+
+def _cuda_devices() -> int:
+    import torch
+
+    return torch.cuda.device_count() if torch.cuda.is_available() else 0
+
+
+@pytest.mark.gpu
+@pytest.mark.skipif(_cuda_devices() < 2 or importlib.util.find_spec("deepspeed") is None,
+                    reason=f"needs 2 CUDA GPUs and deepspeed; here: {_cuda_devices()} GPUs, deepspeed "
+                           f"{'installed' if importlib.util.find_spec('deepspeed') else 'not installed'}")
+def test_zero3_on_two_gpus_trains_ppo_and_rsdpo_and_saves_whole_policies(tmp_path):
+    from safetensors.torch import load_file
+
+    harness("run", "--methods", "ppo,rsdpo", "--profile", "smoke", "--set", "device=cuda", "--set", "evaluate=[]",
+            "--launcher", "accelerate", "--num-gpus", "2", "--zero", "3", "--run-dir", str(tmp_path / "run"),
+            cwd=tmp_path, timeout=1200)
+    start = load_file(model_path(TINY) + "/model.safetensors")
+    for name in ("sft", "ppo", "rsdpo"):
+        folder = next((tmp_path / "run" / "stages").glob(f"{name}-*"))
+        stats = json.loads((folder / "stats.json").read_text())
+        assert stats["launch"]["strategy"] == "deepspeed-zero3" and stats["launch"]["num_processes"] == 2
+        saved = load_file(folder / "policy" / "model.safetensors")
+        assert {k: v.shape for k, v in saved.items()} == {k: v.shape for k, v in start.items() if k in saved}
