@@ -67,3 +67,25 @@ def test_lora_policy_uses_itself_without_adapters_as_reference(tmp_path, adaptiv
     log = trainer.train()
     assert log[0]["objective/kl"] == pytest.approx(0.0, abs=1e-5)  # adapters start at zero: policy == reference
     assert (trainer.kl_ctl.value != 0.05) == adaptive
+
+
+@pytest.mark.parametrize("accumulation", [1, 2])
+def test_one_optimizer_step_per_mini_batch_whatever_the_accumulation(tmp_path, accumulation):
+    trainer = make_trainer(tmp_path, steps=1, gradient_accumulation_steps=accumulation)
+    trainer.train()
+    # 16 rollouts in mini-batches of 8, 4 PPO epochs: 8 AdamW steps, however many micro-batches each has.
+    steps = {float(state["step"]) for state in trainer.optimizer.state_dict()["state"].values()}
+    assert steps == {8.0}
+
+
+def test_batch_sizes_that_do_not_split_evenly_are_refused_with_the_fields():
+    from harness.method import StageError
+    from methods.ppo_trainer import local_batch_sizes
+
+    assert local_batch_sizes(PPOConfig(rollout_batch_size=64, mini_batch_size=16, gradient_accumulation_steps=2),
+                             processes=4) == (16, 4, 2)
+    with pytest.raises(StageError, match=r"ppo.rollout_batch_size \(10\) must be a multiple of ppo.mini_batch_size \(4\)"):
+        local_batch_sizes(PPOConfig(rollout_batch_size=10, mini_batch_size=4), processes=1)
+    with pytest.raises(StageError, match=r"ppo.mini_batch_size \(8\) must be a multiple of processes x "
+                                         r"ppo.gradient_accumulation_steps \(4 x 4\)"):
+        local_batch_sizes(PPOConfig(rollout_batch_size=16, mini_batch_size=8, gradient_accumulation_steps=4), processes=4)
