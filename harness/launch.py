@@ -5,9 +5,9 @@ grpo, rloo, and our PPO) run as ``accelerate launch --config_file <yaml> --num_p
 harness._stage_worker ...``, with DeepSpeed ZeRO-2 (default) or ZeRO-3 from the JSON configs shipped in
 ``harness/launch_configs/``, or plain DDP (``--zero 0``); every other stage (data, sampling, scoring,
 pair selection, evaluations) runs once, in the harness process. accelerate runs DeepSpeed on CUDA GPUs
-only; DDP also runs on a machine without one, each process on the CPU over gloo (the tests do this). The harness process keeps all the
-bookkeeping (stats.json, profile.json, DONE, manifest): a launched stage only runs ``method.run`` and
-hands its stats back through ``<stage>/.launch/``.
+only; DDP also runs on a machine without one, each process on the CPU over gloo (the tests do this).
+The harness process keeps all the bookkeeping (stats.json, profile.json, DONE, manifest): a launched
+stage only runs ``method.run`` and hands its stats back through ``<stage>/.launch/``.
 
 The global batch of a launched stage is per_device_train_batch_size x gradient_accumulation_steps x N.
 Like the device, N is not part of stage keys: it is recorded in the manifest and the stage's stats.
