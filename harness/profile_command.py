@@ -162,7 +162,9 @@ class TokenLengths:
         return {"prompt": self.prompt, "sequence": self.sequence, "training": self.training, "source": self.source}
 
 
-def workload_for(method: str, cfg: RunConfig, lengths: TokenLengths) -> Workload:
+def workload_for(method: str, cfg: RunConfig, lengths: TokenLengths, processes: int = 1) -> Workload:
+    """Per device: the TRL stages' batch sizes are per device already; PPO's are global, split across
+    its ``processes``."""
     samples, scoring = cfg.section("samples"), cfg.section("scored_samples")
     common = dict(
         generation_prompts=samples.batch_size, samples_per_prompt=samples.k, prompt_tokens=lengths.prompt,
@@ -170,8 +172,9 @@ def workload_for(method: str, cfg: RunConfig, lengths: TokenLengths) -> Workload
     )
     if method == "ppo":
         ppo = cfg.section("ppo")
-        micro = max(1, ppo.mini_batch_size // ppo.gradient_accumulation_steps)
-        return Workload(**common, ppo_rollout_batch=ppo.rollout_batch_size, ppo_micro_batch=micro,
+        micro = max(1, ppo.mini_batch_size // processes // ppo.gradient_accumulation_steps)
+        rollouts = max(1, ppo.rollout_batch_size // processes)
+        return Workload(**common, ppo_rollout_batch=rollouts, ppo_micro_batch=micro,
                         ppo_prompt_tokens=lengths.prompt, ppo_new_tokens=ppo.max_new_tokens)
     train = cfg.section(method)
     return Workload(**common, train_batch=train.per_device_train_batch_size, train_seq_len=lengths.training,
@@ -324,7 +327,7 @@ def estimates(methods: list[str], cfg: RunConfig, shape: ModelShape, lengths: di
     out = {}
     for method in methods:
         setup = setup_for(cfg, method, precision, baseline, gpus, zero_stage, device)
-        out[method] = estimate_method(method, shape, setup, workload_for(method, cfg, lengths[method]))
+        out[method] = estimate_method(method, shape, setup, workload_for(method, cfg, lengths[method], gpus))
     return out
 
 

@@ -12,7 +12,10 @@ Sources and the counts behind each term:
   per trainable parameter 2 bytes of 16-bit weights, 2 of 16-bit gradients and K = 12 of fp32 master
   weights, momentum and variance: 16 bytes. fp32 training keeps 4 + 4 + 8 = 16 as well; pure bf16 keeps
   2 + 2 + 4. ZeRO stage 1 divides the K bytes by the GPU count, stage 2 also the gradients, stage 3 also
-  the weights (frozen models too, as DeepSpeed shards them under stage 3).
+  the weights (frozen models too, as DeepSpeed shards them under stage 3). Not sharded: the phases that
+  run once, in the harness process (sampling and scoring weights are whole), and the models our PPO keeps
+  outside its DeepSpeed engine (reference and reward model). PPO's rollouts under stage 3 gather the
+  engine's weights (policy and value model) whole for generation: a transient of the other ranks' shares.
 - LoRA (Hu et al. 2021): rank * (in + out) trainable parameters per adapted layer; peft keeps the adapters
   in fp32 (4 + 4 + 8 bytes with Adam), the base weights stay frozen in the model's dtype.
 - Activations (Korthikanti et al. 2022, arXiv 2205.05198, section 4.1: 34 s b h bytes per layer for GPT
@@ -62,7 +65,7 @@ Everything here takes plain numbers; nothing of the harness is imported.
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Literal
 
 from profiling.model_shapes import ModelShape
@@ -138,6 +141,11 @@ def _shard(bytes_: float, setup: TrainingSetup, from_stage: int) -> float:
 
 def frozen_weights(params: int, setup: TrainingSetup) -> float:
     return _shard(params * setup.dtype_bytes, setup, 3)
+
+
+def unsharded(setup: TrainingSetup) -> TrainingSetup:
+    """The setup of a model no DeepSpeed engine holds: its weights stay whole on every device."""
+    return replace(setup, zero_stage=0)
 
 
 def trainable_states(params: int, setup: TrainingSetup) -> dict[str, float]:
@@ -263,7 +271,7 @@ def generation_phase(method: str, shape: ModelShape, setup: TrainingSetup, work:
     sequences = work.generation_prompts * work.samples_per_prompt
     return Phase(
         method, "generation",
-        {**baseline(setup), "SFT policy weights": frozen_weights(shape.causal_lm_parameters(), setup)},
+        {**baseline(setup), "SFT policy weights": frozen_weights(shape.causal_lm_parameters(), unsharded(setup))},
         {"KV cache + prefill + logits": generation_transient(shape, setup, sequences, work.prompt_tokens,
                                                              work.new_tokens)},
         {"sequences": sequences, "prompt_tokens": work.prompt_tokens, "new_tokens": work.new_tokens},
@@ -275,7 +283,7 @@ def scoring_phase(method: str, shape: ModelShape, setup: TrainingSetup, work: Wo
     tokens = work.score_batch * seq_len
     return Phase(
         method, "scoring",
-        {**baseline(setup), "reward model weights": frozen_weights(shape.classifier_parameters(), setup)},
+        {**baseline(setup), "reward model weights": frozen_weights(shape.classifier_parameters(), unsharded(setup))},
         {"forward activations": forward_transient(shape, setup, tokens)},
         {"sequences": work.score_batch, "seq_len": seq_len, "tokens": tokens},
     )
@@ -318,15 +326,18 @@ def ppo_phases(shape: ModelShape, setup: TrainingSetup, work: Workload) -> list[
     full = TrainingSetup(**{**setup.__dict__, "lora": False})
     resident = {**baseline(setup), **trained_model_states(shape, setup, "policy")}
     if not setup.lora:
-        resident["reference weights"] = frozen_weights(shape.causal_lm_parameters(), setup)
+        resident["reference weights"] = frozen_weights(shape.causal_lm_parameters(), unsharded(setup))
     resident.update(trained_model_states(shape, full, "value model", classifier=True))
-    resident["reward model weights"] = frozen_weights(shape.classifier_parameters(), setup)
+    resident["reward model weights"] = frozen_weights(shape.classifier_parameters(), unsharded(setup))
     seq_len = work.ppo_prompt_tokens + work.ppo_new_tokens
     rollout_tokens = work.ppo_rollout_batch * work.ppo_new_tokens
+    engine_weights = (shape.causal_lm_parameters() + shape.classifier_parameters()) * setup.dtype_bytes
     rollout = (
         generation_transient(shape, setup, work.ppo_rollout_batch, work.ppo_prompt_tokens, work.ppo_new_tokens)
         # policy and reference response logits alive together, each with its fp32 log-softmax temporaries
         + 2 * rollout_tokens * shape.vocab_size * setup.dtype_bytes + rollout_tokens * shape.vocab_size * 8
+        # ZeRO-3: the other ranks' shares of the policy and value weights, gathered to generate
+        + engine_weights - frozen_weights(shape.causal_lm_parameters() + shape.classifier_parameters(), setup)
     )
     micro_tokens = work.ppo_micro_batch * seq_len
     update = (

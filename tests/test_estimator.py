@@ -132,6 +132,21 @@ def test_ppo_holds_four_models():
     assert ppo_peak > method_peak(estimate_method("dpo", TOY, setup, Workload(1, 5)))
 
 
+def test_ppo_under_zero3_shards_only_its_engine_and_gathers_it_to_generate():
+    work = Workload(ppo_rollout_batch=2, ppo_micro_batch=1, ppo_prompt_tokens=3, ppo_new_tokens=2)
+    plain, zero3 = (estimate_method("ppo", TOY, TrainingSetup(precision="bf16-mixed", zero_stage=stage, gpus=4), work)
+                    for stage in (2, 3))
+    lm, classifier = TOY.causal_lm_parameters(), TOY.classifier_parameters()  # 428 and 392
+    # the policy's and value model's 16-bit weights are sharded in the engine: 2 bytes / 4 GPUs each
+    assert zero3[1].resident["policy weights"] == 2 * lm / 4 and zero3[1].resident["value model weights"] == 2 * classifier / 4
+    # reference and reward model live outside the engine: whole on every GPU, as without ZeRO-3
+    for name in ("reference weights", "reward model weights"):
+        assert zero3[0].resident[name] == plain[0].resident[name] == 2 * (lm if name.startswith("ref") else classifier)
+    # generating gathers the other 3 GPUs' shares of both engine models: 3/4 of their 16-bit weights
+    gathered = zero3[0].transient["KV cache + response logits"] - plain[0].transient["KV cache + response logits"]
+    assert gathered == pytest.approx(2 * (lm + classifier) * 3 / 4)
+
+
 def test_bad_setup_and_method_fail_clearly():
     with pytest.raises(ValueError, match="precision must be one of fp32, bf16-mixed, bf16; found 'fp16'"):
         TrainingSetup(precision="fp16")
